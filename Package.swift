@@ -1,0 +1,55 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers follow ../shared/DESIGN.md: C modules at the bottom, then pure wire values,
+// the subsystem model, storage, the io_uring engine, config, and the executables.
+// Language mode 5: the engine shares state between reactor threads through explicit
+// atomics and locks, which Swift 6's Sendable checking cannot express without noise.
+let swift5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+
+let package = Package(
+    name: "Fathom",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "fathomd", targets: ["fathomd"]),
+        .library(name: "NVMeInitiator", targets: ["NVMeInitiator"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLiburing", path: "Sources/CLiburing"),
+        .systemLibrary(name: "CISAL", path: "Sources/CISAL"),
+        .systemLibrary(name: "CNVMeTypes", path: "Sources/CNVMeTypes"),
+        .target(name: "NVMeWire", dependencies: ["CISAL", "CNVMeTypes"], swiftSettings: swift5),
+        .target(name: "FathomTarget", dependencies: ["NVMeWire", "CNVMeTypes"], swiftSettings: swift5),
+        .target(name: "FathomStorage", dependencies: ["NVMeWire", "CLiburing"], swiftSettings: swift5),
+        .target(name: "FathomConfig", dependencies: ["NVMeWire"], swiftSettings: swift5),
+        .target(
+            name: "FathomReactor",
+            dependencies: [
+                "NVMeWire", "FathomTarget", "FathomStorage", "FathomConfig", "CLiburing", "CNVMeTypes",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swift5),
+        .target(name: "NVMeInitiator", dependencies: ["NVMeWire", "CNVMeTypes"], swiftSettings: swift5),
+        .executableTarget(
+            name: "fathomd",
+            dependencies: [
+                "FathomReactor", "FathomConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swift5),
+        .testTarget(name: "NVMeWireTests", dependencies: ["NVMeWire"], swiftSettings: swift5),
+        .testTarget(name: "FathomTargetTests", dependencies: ["FathomTarget", "NVMeWire", "CNVMeTypes"], swiftSettings: swift5),
+        .testTarget(name: "FathomStorageTests", dependencies: ["FathomStorage", "CLiburing"], swiftSettings: swift5),
+        .testTarget(name: "FathomConfigTests", dependencies: ["FathomConfig"], swiftSettings: swift5),
+        .testTarget(
+            name: "FathomReactorTests",
+            dependencies: ["FathomReactor", "FathomConfig", "NVMeInitiator", "NVMeWire", "CNVMeTypes"],
+            swiftSettings: swift5),
+        .testTarget(name: "NVMeInitiatorTests", dependencies: ["NVMeInitiator", "NVMeWire"], swiftSettings: swift5),
+    ]
+)

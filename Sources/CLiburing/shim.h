@@ -1,0 +1,42 @@
+// liburing for Swift. libc headers come first: liburing.h defines _XOPEN_SOURCE-dependent
+// bits that otherwise clash with Glibc's module. Macros Swift cannot import are re-exported
+// as constants, and the union fields of io_uring_sqe get tiny setters.
+#ifndef FATHOM_CLIBURING_SHIM_H
+#define FATHOM_CLIBURING_SHIM_H
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <linux/fs.h>
+#include <liburing.h>
+
+static const unsigned fathom_IOSQE_IO_LINK = IOSQE_IO_LINK;
+static const unsigned fathom_IOSQE_ASYNC = IOSQE_ASYNC;
+static const unsigned fathom_IORING_SETUP_SINGLE_ISSUER = IORING_SETUP_SINGLE_ISSUER;
+static const unsigned fathom_IORING_SETUP_DEFER_TASKRUN = IORING_SETUP_DEFER_TASKRUN;
+static const unsigned fathom_IORING_SETUP_COOP_TASKRUN = IORING_SETUP_COOP_TASKRUN;
+static const unsigned fathom_IORING_FSYNC_DATASYNC = IORING_FSYNC_DATASYNC;
+#ifdef O_DIRECT
+static const int fathom_O_DIRECT = O_DIRECT;
+#else
+/* <fcntl.h> hides O_DIRECT without _GNU_SOURCE, which must not be defined here (it would
+   change Glibc's module). The value is the Linux ABI's for x86_64 and arm64 differs: */
+#if defined(__aarch64__)
+static const int fathom_O_DIRECT = 0200000;
+#else
+static const int fathom_O_DIRECT = 040000;
+#endif
+#endif
+static const int fathom_RWF_DSYNC = RWF_DSYNC;
+static const unsigned long fathom_BLKGETSIZE64 = BLKGETSIZE64;
+static const unsigned long fathom_BLKSSZGET = BLKSSZGET;
+
+static inline void fathom_sqe_set_rw_flags(struct io_uring_sqe *sqe, int flags) { sqe->rw_flags = flags; }
+static inline void fathom_sqe_set_flags(struct io_uring_sqe *sqe, unsigned flags) { sqe->flags |= (unsigned char)flags; }
+#endif

@@ -1,0 +1,182 @@
+import CLiburing
+import FathomTarget
+import Logging
+import NVMeWire
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One NVMe/TCP connection = one NVMe queue (admin or I/O), owned by one reactor for life.
+///
+/// The receive side is a state machine over a staging buffer (PDU headers, several per
+/// recv) that switches to receiving payloads straight into command buffers. The send side
+/// batches queued PDUs into one SENDMSG. Storage I/O for the queue runs on the same ring.
+final class Connection {
+    enum State { case awaitingICReq, active, closing }
+    enum ReceivePhase { case header, payload, dataDigest }
+    enum PayloadKind { case capsule, h2cData }
+
+    let fd: Int32
+    let index: Int
+    let generation: UInt16
+    unowned let reactor: Reactor
+    let port: Port
+    let peer: String
+    let localAddress: String
+    var state: State = .awaitingICReq
+    var digests = DigestConfig(header: false, data: false)
+
+    // Queue, set by Connect.
+    var controller: Controller?
+    var queueID: UInt16 = 0
+    var queueSize = 0
+    var sqHead: UInt16 = 0
+    var sqFlowControlDisabled = false
+    var slots = SlotTable()
+
+    // Receive.
+    static let stagingCapacity = 64 * 1024
+    let staging: UnsafeMutableRawPointer
+    var rxStart = 0
+    var rxEnd = 0
+    var phase = ReceivePhase.header
+    var payloadDest: UnsafeMutableRawPointer? = nil
+    var payloadRemaining = 0
+    var payloadStart: UnsafeMutableRawPointer? = nil
+    var payloadLength = 0
+    var payloadSlot = 0
+    var payloadKind = PayloadKind.capsule
+    var recvInFlight = false
+    var recvDirect = false
+    /// No more PDUs are read (fatal error, disconnect, shutdown).
+    var stopReading = false
+
+    // Send.
+    var sendQueue: [Int32] = []
+    var sendHead = 0
+    var batch: [Int32] = []
+    static let iovCapacity = 256
+    let iov: UnsafeMutablePointer<iovec>
+    var iovStart = 0
+    var iovCount = 0
+    let msg: UnsafeMutablePointer<msghdr>
+    var sendInFlight = false
+    var closeAfterSend = false
+    /// ICResp and C2HTermReq (at most one of each, ever).
+    let control: UnsafeMutableRawPointer
+    var controlLength = 0
+
+    /// SQEs in the kernel that reference this connection's memory.
+    var inflight = 0
+    var closeReason = ""
+    let createdAtMs = MonotonicClock.nowMs()
+
+    static let controlItem: Int32 = -1
+    static let r2tFlag: Int32 = 1 << 30
+
+    init(fd: Int32, index: Int, generation: UInt16, reactor: Reactor, port: Port, peer: String, localAddress: String) {
+        self.fd = fd
+        self.index = index
+        self.generation = generation
+        self.reactor = reactor
+        self.port = port
+        self.peer = peer
+        self.localAddress = localAddress
+        staging = .allocate(byteCount: Self.stagingCapacity, alignment: 64)
+        iov = .allocate(capacity: Self.iovCapacity)
+        msg = .allocate(capacity: 1)
+        msg.initialize(to: msghdr())
+        control = .allocate(byteCount: 256, alignment: 64)
+        sendQueue.reserveCapacity(64)
+        batch.reserveCapacity(64)
+        // Room for Connect before the queue size is known.
+        slots.grow(to: SlotTable.chunkSize)
+    }
+
+    deinit {
+        staging.deallocate()
+        iov.deallocate()
+        msg.deallocate()
+        control.deallocate()
+        slots.deallocate()
+    }
+
+    var logger: Logger { reactor.logger }
+    var isAdminQueue: Bool { queueID == 0 }
+    var ioInCapsuleLimit: Int { controller == nil || isAdminQueue ? TargetSettings.adminInCapsuleDataSize : reactor.settings.ioInCapsuleDataSize }
+
+    @inline(__always)
+    func userData(_ kind: UserData.Kind, slot: Int = 0) -> UInt64 {
+        UserData(kind, connection: index, generation: generation, slot: slot).raw
+    }
+
+    func start() {
+        postRecv()
+    }
+
+    // MARK: Teardown
+
+    /// Ends the connection: no new I/O is issued, the socket is shut down so pending socket
+    /// operations complete, and resources go once the kernel holds no reference to them.
+    func close(_ reason: String) {
+        guard state != .closing else { return }
+        state = .closing
+        stopReading = true
+        closeReason = reason
+        shutdown(fd, Int32(SHUT_RDWR))
+        finishIfIdle()
+    }
+
+    func finishIfIdle() {
+        guard state == .closing, inflight == 0 else { return }
+        for i in 0..<slots.count where slots[i].pointee.state != .free { releaseSlot(i) }
+        Glibc.close(fd)
+        if let ctrl = controller {
+            if isAdminQueue {
+                reactor.target.remove(ctrl)
+                logger.info("controller \(ctrl.id) removed", metadata: ["host": "\(ctrl.hostNQN)", "reason": "\(closeReason)"])
+            } else {
+                reactor.target.releaseQueue(queueID, of: ctrl)
+            }
+        }
+        logger.info("connection closed", metadata: ["peer": "\(peer)", "qid": "\(controller == nil ? "-" : String(queueID))",
+                                                     "cntlid": "\(controller.map { String($0.id) } ?? "-")", "reason": "\(closeReason)"])
+        controller = nil
+        reactor.removeConnection(self)
+    }
+
+    /// Sends a C2HTermReq for a fatal transport error, then closes.
+    func fatal(_ fault: TransportFault, header: UnsafeRawPointer?, headerLength: Int) {
+        guard !stopReading else { return }
+        logger.warning("fatal transport error, closing", metadata: ["peer": "\(peer)", "error": "\(fault)"])
+        stopReading = true
+        let error = UnsafeRawBufferPointer(start: header, count: header == nil ? 0 : headerLength)
+        controlLength = TerminationRequest(status: fault.status.rawValue, errorInformation: fault.fieldOffset)
+            .encode(type: .c2hTermReq, into: control, errorData: error)
+        closeReason = "transport error: \(fault.reason)"
+        closeAfterSend = true
+        enqueue(Self.controlItem)
+    }
+
+    // MARK: Slots
+
+    func releaseSlot(_ i: Int) {
+        let s = slots[i]
+        if let b = s.pointee.buffer { reactor.pool.give(b, sizeClass: s.pointee.bufferClass) }
+        s.pointee = CommandSlot()
+        slots.give(i)
+    }
+
+    /// Gives the slot a data buffer of `length` bytes.
+    @inline(__always)
+    func attachBuffer(_ i: Int, length: Int) {
+        let s = slots[i]
+        if s.pointee.buffer == nil {
+            let (b, cls) = reactor.pool.take(length)
+            s.pointee.buffer = b
+            s.pointee.bufferClass = cls
+        }
+        s.pointee.data = s.pointee.buffer
+        s.pointee.dataLength = length
+    }
+}

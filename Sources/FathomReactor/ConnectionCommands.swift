@@ -1,0 +1,259 @@
+import CLiburing
+import CNVMeTypes
+import FathomStorage
+import FathomTarget
+import NVMeWire
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Command execution: SGL checks, Connect, admin commands through the subsystem model,
+/// I/O commands through the backend on this reactor's ring.
+extension Connection {
+    /// The command's SQE (and in-capsule data, if any) is in slot `i`.
+    func startCommand(_ i: Int) {
+        let s = slots[i]
+        if queueSize > 0 { sqHead = UInt16((Int(sqHead) + 1) % queueSize) }
+        controller?.noteActivity(nowMs: reactor.nowMs)
+        let sqe = s.pointee.sqe
+        let sgl = sqe.sgl
+        let length = Int(sgl.length)
+        let direction = DataDirection(sqe)
+
+        // Fabrics use SGLs only (PSDT 01b or 10b).
+        guard sqe.psdt == 1 || sqe.psdt == 2 else { return complete(i, .failure(.invalidField)) }
+        guard length <= reactor.settings.maxDataTransfer else { return complete(i, .failure(.invalidField)) }
+
+        if s.pointee.inCapsuleLength > 0 {
+            guard sgl.isInCapsule else { return complete(i, .failure(.sglDescriptorTypeInvalid)) }
+            guard sgl.address <= UInt64(s.pointee.inCapsuleLength), length <= s.pointee.inCapsuleLength - Int(sgl.address) else {
+                return complete(i, .failure(.dataSGLLengthInvalid))
+            }
+            guard direction == .hostToController else { return complete(i, .failure(.sglDescriptorTypeInvalid)) }
+            s.pointee.data = s.pointee.buffer! + Int(sgl.address)
+            s.pointee.dataLength = length
+        } else if length > 0 {
+            guard sgl.isTransport else {
+                return complete(i, .failure(sgl.isInCapsule ? .dataSGLLengthInvalid : .sglDescriptorTypeInvalid))
+            }
+            guard direction == .hostToController || direction == .controllerToHost else {
+                return complete(i, .failure(.invalidField))
+            }
+        } else if sgl.identifier != SGLDescriptor.transportIdentifier && sgl.identifier != SGLDescriptor.inCapsuleIdentifier {
+            return complete(i, .failure(.sglDescriptorTypeInvalid))
+        }
+
+        // I/O commands are validated before any data is asked for.
+        if controller != nil && !isAdminQueue && sqe.opcode != DataDirection.fabricsOpcode {
+            switch IODecode(sqe, subsystem: controller!.subsystem, maxTransfer: reactor.settings.maxDataTransfer) {
+            case let .fail(status):
+                return complete(i, .failure(status))
+            case let .ok(ns, request):
+                s.pointee.namespace = ns
+                s.pointee.request = request
+            }
+        }
+
+        if s.pointee.inCapsuleLength == 0 && length > 0 {
+            attachBuffer(i, length: length)
+            if direction == .hostToController {
+                // One R2T for the whole transfer; the host splits it by MAXH2CDATA.
+                s.pointee.state = .receivingData
+                s.pointee.received = 0
+                sendR2T(i)
+                return
+            }
+        }
+        execute(i)
+    }
+
+    /// All of the command's data is in: run it.
+    func execute(_ i: Int) {
+        let s = slots[i]
+        let sqe = s.pointee.sqe
+        guard let ctrl = controller else {
+            guard sqe.opcode == DataDirection.fabricsOpcode, UInt32(sqe.fabricsCommandType) == nvme_fabrics_type_connect_raw else {
+                return complete(i, .failure(.commandSequenceError))
+            }
+            return connect(i)
+        }
+        if isAdminQueue {
+            let data = UnsafeMutableRawBufferPointer(start: s.pointee.data, count: s.pointee.data == nil ? 0 : s.pointee.dataLength)
+            switch ctrl.executeAdmin(sqe, data: data, context: QueueContext(queueID: 0, localAddress: localAddress), target: reactor.target) {
+            case let .complete(c): complete(i, c)
+            case .held: s.pointee.state = .held
+            case let .disconnect(c): disconnect(i, c)
+            }
+            return
+        }
+        if sqe.opcode == DataDirection.fabricsOpcode {
+            switch UInt32(sqe.fabricsCommandType) {
+            case nvme_fabrics_type_disconnect_raw: return disconnect(i, .success)
+            case nvme_fabrics_type_connect_raw: return complete(i, .failure(.commandSequenceError))
+            default: return complete(i, .failure(.invalidOpcode))
+            }
+        }
+        s.pointee.storageDone = 0
+        submitStorage(i)
+    }
+
+    private func disconnect(_ i: Int, _ c: CommandCompletion) {
+        stopReading = true
+        closeReason = "host sent Disconnect"
+        closeAfterSend = true
+        complete(i, c)
+    }
+
+    private func connect(_ i: Int) {
+        let s = slots[i]
+        let sqe = s.pointee.sqe
+        let data = UnsafeRawBufferPointer(start: s.pointee.data, count: s.pointee.data == nil ? 0 : s.pointee.dataLength)
+        let outcome = reactor.target.connect(sqe, data: data, port: port, peer: peer)
+        switch outcome {
+        case let .admin(ctrl, sqsize), let .io(ctrl, sqsize):
+            controller = ctrl
+            queueID = sqe.connectQueueID
+            queueSize = sqsize
+            sqFlowControlDisabled = sqe.connectAttributes & 0x4 != 0
+            // Twice the queue depth: a slot stays busy until its response has left, which
+            // can be after the host saw it and reused the command ID.
+            slots.grow(to: 2 * sqsize + 1)
+            logger.info(queueID == 0 ? "controller \(ctrl.id) created" : "I/O queue connected",
+                        metadata: ["host": "\(ctrl.hostNQN)", "peer": "\(peer)", "subsystem": "\(ctrl.subsystem.nqn)",
+                                   "qid": "\(queueID)", "sqsize": "\(sqsize)", "kato_ms": "\(ctrl.keepAliveTimeoutMs)",
+                                   "digest": "\(digests.header ? "H" : "")\(digests.data ? "D" : "")"])
+            complete(i, CommandCompletion(status: .success, dw0: queueID == 0 ? UInt32(ctrl.id) : 0))
+        case let .rejected(status, dw0):
+            let d = ConnectData(decoding: data.baseAddress ?? UnsafeRawPointer(staging))
+            logger.warning("connect refused", metadata: ["peer": "\(peer)", "host": "\(d.hostNQN)", "subsystem": "\(d.subsystemNQN)",
+                                                         "qid": "\(sqe.connectQueueID)", "status": "\(status)"])
+            complete(i, CommandCompletion(status: status, dw0: dw0))
+        }
+    }
+
+    // MARK: Storage
+
+    func submitStorage(_ i: Int) {
+        let s = slots[i]
+        let ns = s.pointee.namespace!
+        let request = s.pointee.request
+        let done = s.pointee.storageDone
+        let backend = unsafeDowncast(ns.backend as AnyObject, to: StorageNamespace.self).store
+        let operation: StorageOperation
+        switch request.operation {
+        case .read:
+            operation = .read(buffer: s.pointee.data! + done, length: request.length - done, offset: request.offset + UInt64(done))
+        case .write:
+            operation = .write(buffer: s.pointee.data! + done, length: request.length - done, offset: request.offset + UInt64(done),
+                               forceUnitAccess: request.forceUnitAccess)
+        case .flush:
+            operation = .flush
+        }
+        let sqe = reactor.ring.sqe(userData(.storage, slot: i))
+        if let inline = backend.prepare(operation, sqe: sqe) {
+            io_uring_prep_nop(sqe)
+            s.pointee.inlineResult = inline
+        }
+        inflight += 1
+    }
+
+    func storageCompleted(_ i: Int, _ kernelResult: Int32) {
+        inflight -= 1
+        let s = slots[i]
+        if state == .closing {
+            releaseSlot(i)
+            return finishIfIdle()
+        }
+        let result = s.pointee.inlineResult ?? kernelResult
+        s.pointee.inlineResult = nil
+        let request = s.pointee.request
+        if result < 0 {
+            let status = Self.status(forErrno: -result, read: request.operation == .read)
+            logger.error("backend I/O failed", metadata: ["namespace": "\(s.pointee.namespace!.label)", "errno": "\(-result)",
+                                                          "op": "\(request.operation)", "offset": "\(request.offset)"])
+            return complete(i, .failure(status), lba: request.startingLBA)
+        }
+        if request.operation != .flush {
+            var done = s.pointee.storageDone + Int(result)
+            if result == 0 {
+                guard request.operation == .read else { return complete(i, .failure(.writeFault), lba: request.startingLBA) }
+                // Past the end of a file shorter than the namespace: a hole, reads as zeros.
+                (s.pointee.data! + done).initializeMemory(as: UInt8.self, repeating: 0, count: request.length - done)
+                done = request.length
+            }
+            s.pointee.storageDone = done
+            if done < request.length { return submitStorage(i) }
+            controller?.account(read: request.operation == .read, bytes: request.length)
+        }
+        complete(i, CommandCompletion(status: .success, dataLength: request.operation == .read ? request.length : 0))
+    }
+
+    static func status(forErrno e: Int32, read: Bool) -> NVMeStatus {
+        switch e {
+        case ENOSPC, EDQUOT: return .capacityExceeded
+        case EROFS, EPERM, EACCES: return .namespaceWriteProtected
+        case EIO, ENXIO, ENODEV: return read ? .unrecoveredReadError : .writeFault
+        default: return .internalError
+        }
+    }
+
+    // MARK: Responses
+
+    /// Builds the response PDUs of slot `i` in its header area and queues them.
+    func complete(_ i: Int, _ c: CommandCompletion, lba: UInt64 = 0) {
+        let s = slots[i]
+        let sqe = s.pointee.sqe
+        if !c.status.isSuccess {
+            controller?.recordError(queueID: queueID, commandID: sqe.commandID, status: c.status, lba: lba, nsid: sqe.nsid)
+        }
+        if state == .closing {
+            releaseSlot(i)
+            return
+        }
+        let hdr = slots.header(i)
+        let hd = digests.headerDigestLength
+        let c2h = c.status.isSuccess && c.dataLength > 0 && s.pointee.data != nil ? min(c.dataLength, s.pointee.dataLength) : 0
+        s.pointee.c2hLength = c2h
+        s.pointee.skipResponse = false
+        if c2h > 0 {
+            let success = sqFlowControlDisabled
+            s.pointee.skipResponse = success
+            let flags = PDUFlags.lastPDU | (success ? PDUFlags.success : 0) | digests.flags
+            DataTransferHeader(commandID: sqe.commandID, offset: 0, length: UInt32(c2h))
+                .encode(type: .c2hData, flags: flags, dataOffset: digests.dataOffset(headerLength: 24),
+                        pduLength: digests.pduLength(headerLength: 24, dataLength: c2h), into: hdr)
+            if digests.header { hdr.put32(CRC32C.checksum(hdr, 24), 24) }
+            if digests.data { hdr.put32(CRC32C.checksum(s.pointee.data!, c2h), 96) }
+        }
+        if !s.pointee.skipResponse {
+            let r = hdr + 32
+            PDUHeader(type: .capsuleResponse, flags: digests.header ? PDUFlags.headerDigest : 0, length: 24 + hd).encode(into: r)
+            CompletionQueueEntry(commandID: sqe.commandID, status: c.status, dw0: c.dw0, dw1: c.dw1,
+                                 sqHead: sqFlowControlDisabled ? 0xFFFF : sqHead, sqID: queueID).encode(into: r + 8)
+            if digests.header { r.put32(CRC32C.checksum(r, 24), 24) }
+        }
+        s.pointee.state = .responding
+        enqueue(Int32(i))
+    }
+
+    private func sendR2T(_ i: Int) {
+        let s = slots[i]
+        let r = slots.header(i) + 64
+        DataTransferHeader(commandID: s.pointee.sqe.commandID, transferTag: UInt16(i), offset: 0, length: UInt32(s.pointee.dataLength))
+            .encode(type: .r2t, flags: digests.header ? PDUFlags.headerDigest : 0, dataOffset: 0,
+                    pduLength: 24 + digests.headerDigestLength, into: r)
+        if digests.header { r.put32(CRC32C.checksum(r, 24), 24) }
+        enqueue(Int32(i) | Self.r2tFlag)
+    }
+
+    /// Completes a held AER with an event.
+    func completeHeldEvent(commandID: UInt16, dw0: UInt32) {
+        for i in 0..<slots.count where slots[i].pointee.state == .held && slots[i].pointee.sqe.commandID == commandID {
+            complete(i, CommandCompletion(status: .success, dw0: dw0))
+            return
+        }
+    }
+}
+
+let nvme_fabrics_type_connect_raw = nvme_fabrics_type_connect.rawValue
+let nvme_fabrics_type_disconnect_raw = nvme_fabrics_type_disconnect.rawValue

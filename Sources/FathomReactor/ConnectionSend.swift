@@ -1,0 +1,98 @@
+import CLiburing
+import NVMeWire
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The send side: queued PDUs leave in one SENDMSG per batch, headers from the slots'
+/// header areas and data straight from the command buffers (no copy).
+extension Connection {
+    @inline(__always)
+    func enqueue(_ item: Int32) {
+        sendQueue.append(item)
+        flushSends()
+    }
+
+    /// Starts a SENDMSG of everything queued, unless one is already in flight (one at a time
+    /// keeps the byte stream in order).
+    func flushSends() {
+        guard !sendInFlight, sendHead < sendQueue.count, state != .closing else { return }
+        iovStart = 0
+        iovCount = 0
+        batch.removeAll(keepingCapacity: true)
+        let hd = digests.headerDigestLength
+        while sendHead < sendQueue.count && iovCount + 4 <= Self.iovCapacity {
+            let item = sendQueue[sendHead]
+            sendHead += 1
+            batch.append(item)
+            if item == Self.controlItem {
+                addIOV(control, controlLength)
+            } else if item & Self.r2tFlag != 0 {
+                let i = Int(item & ~Self.r2tFlag)
+                addIOV(slots.header(i) + 64, 24 + hd)
+            } else {
+                let i = Int(item)
+                let s = slots[i]
+                let hdr = slots.header(i)
+                if s.pointee.c2hLength > 0 {
+                    addIOV(hdr, 24 + hd)
+                    addIOV(s.pointee.data!, s.pointee.c2hLength)
+                    if digests.data { addIOV(hdr + 96, 4) }
+                }
+                if !s.pointee.skipResponse { addIOV(hdr + 32, 24 + hd) }
+            }
+        }
+        if sendHead == sendQueue.count {
+            sendQueue.removeAll(keepingCapacity: true)
+            sendHead = 0
+        }
+        submitSend()
+    }
+
+    @inline(__always)
+    private func addIOV(_ base: UnsafeMutableRawPointer, _ length: Int) {
+        iov[iovCount] = iovec(iov_base: base, iov_len: length)
+        iovCount += 1
+    }
+
+    private func submitSend() {
+        msg.pointee.msg_iov = iov + iovStart
+        msg.pointee.msg_iovlen = iovCount - iovStart
+        let sqe = reactor.ring.sqe(userData(.send))
+        io_uring_prep_sendmsg(sqe, fd, msg, UInt32(MSG_NOSIGNAL))
+        sendInFlight = true
+        inflight += 1
+    }
+
+    func sendCompleted(_ result: Int32) {
+        sendInFlight = false
+        inflight -= 1
+        if state == .closing { return finishIfIdle() }
+        guard result > 0 else {
+            close("send failed: \(result == 0 ? "connection closed" : String(cString: strerror(-result)))")
+            return
+        }
+        var left = Int(result)
+        while left > 0 && iovStart < iovCount {
+            let len = iov[iovStart].iov_len
+            if len <= left {
+                left -= len
+                iovStart += 1
+            } else {
+                iov[iovStart].iov_base += left
+                iov[iovStart].iov_len -= left
+                left = 0
+            }
+        }
+        if iovStart < iovCount { return submitSend() }  // short send: the rest of the batch
+        for item in batch where item != Self.controlItem && item & Self.r2tFlag == 0 {
+            releaseSlot(Int(item))
+        }
+        batch.removeAll(keepingCapacity: true)
+        if closeAfterSend && sendHead >= sendQueue.count {
+            close(closeReason.isEmpty ? "closed after final PDU" : closeReason)
+            return
+        }
+        flushSends()
+    }
+}

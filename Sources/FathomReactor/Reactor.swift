@@ -1,0 +1,231 @@
+import CLiburing
+import FathomTarget
+import Logging
+import NVMeWire
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A reactor thread: one io_uring driving its connections' sockets and storage I/O, its
+/// buffer pool and its 1 s tick (keep-alive, teardown of dead controllers, shutdown).
+/// Other threads reach it only through `inbox` + its eventfd.
+final class Reactor {
+    let id: Int
+    let target: Target
+    let settings: TargetSettings
+    var logger: Logger
+    private(set) var ring: Ring!
+    private(set) var pool: BufferPool!
+    private var connections: [Connection?] = []
+    private var freeIndices: [Int] = []
+    private var generations: [UInt16] = []
+    var nowMs: Int64 = MonotonicClock.nowMs()
+
+    /// Accepted sockets handed over by the accepting reactor.
+    private let inbox = Mutex<[IncomingConnection]>([])
+    let wakeFD: Int32
+    private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    private let tickSpec = UnsafeMutablePointer<__kernel_timespec>.allocate(capacity: 1)
+    private let stopRequested = Atomic<Bool>(false)
+    private var stopping = false
+    private var stopDeadlineMs: Int64 = 0
+
+    /// Listening sockets this reactor accepts on (reactor 0 only), with what each serves.
+    var listeners: [Listener] = []
+    weak var server: FathomServer?
+
+    struct IncomingConnection {
+        var fd: Int32
+        var port: Port
+        var peer: String
+        var local: String
+    }
+
+    init(id: Int, target: Target, logger: Logger) {
+        self.id = id
+        self.target = target
+        self.settings = target.settings
+        self.logger = logger
+        self.logger[metadataKey: "reactor"] = "\(id)"
+        wakeFD = eventfd(0, Int32(EFD_CLOEXEC))
+        tickSpec.pointee = __kernel_timespec(tv_sec: 1, tv_nsec: 0)
+    }
+
+    deinit {
+        Glibc.close(wakeFD)
+        wakeBuffer.deallocate()
+        tickSpec.deallocate()
+    }
+
+    /// Hands an accepted connection to this reactor from any thread.
+    func adopt(_ c: IncomingConnection) {
+        inbox.withLock { $0.append(c) }
+        wake()
+    }
+
+    func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    func requestStop() {
+        stopRequested.store(true, ordering: .releasing)
+        wake()
+    }
+
+    // MARK: Loop
+
+    /// Runs on the reactor's own thread until stopped.
+    func run() throws {
+        ring = try Ring(entries: 1024)
+        pool = BufferPool(maxBytes: settings.maxDataTransfer)
+        armWake()
+        armTick()
+        for l in listeners { armAccept(l) }
+        while true {
+            let rc = ring.submitAndWait()
+            if rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EAGAIN && rc != -EBUSY {
+                logger.critical("io_uring wait failed", metadata: ["errno": "\(-rc)"])
+            }
+            nowMs = MonotonicClock.nowMs()
+            ring.drain { raw, result in self.dispatch(raw, result) }
+            if stopping && connections.allSatisfy({ $0 == nil }) { break }
+        }
+        logger.debug("reactor stopped")
+    }
+
+    @inline(__always)
+    private func dispatch(_ raw: UInt64, _ result: Int32) {
+        guard let ud = UserData(raw) else { return }
+        switch ud.kind {
+        case .recv, .send, .storage:
+            guard ud.connection < connections.count, let c = connections[ud.connection], c.generation == ud.generation else { return }
+            switch ud.kind {
+            case .recv: c.recvCompleted(result)
+            case .send: c.sendCompleted(result)
+            default: c.storageCompleted(ud.slot, result)
+            }
+        case .accept:
+            accepted(listenerIndex: ud.slot, result)
+        case .wake:
+            drainInbox()
+            if stopRequested.load(ordering: .acquiring) && !stopping { beginStop() }
+            armWake()
+        case .tick:
+            tick()
+            armTick()
+        }
+    }
+
+    private func armWake() {
+        let sqe = ring.sqe(UserData(.wake).raw)
+        io_uring_prep_read(sqe, wakeFD, wakeBuffer, 8, 0)
+    }
+
+    private func armTick() {
+        let sqe = ring.sqe(UserData(.tick).raw)
+        io_uring_prep_timeout(sqe, tickSpec, 0, 0)
+    }
+
+    private func armAccept(_ l: Listener) {
+        guard !stopping, let index = listeners.firstIndex(where: { $0 === l }) else { return }
+        let sqe = ring.sqe(UserData(.accept, slot: index).raw)
+        io_uring_prep_accept(sqe, l.fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+    }
+
+    private func accepted(listenerIndex: Int, _ result: Int32) {
+        guard listenerIndex < listeners.count else { return }
+        let l = listeners[listenerIndex]
+        if stopping {
+            if result >= 0 { Glibc.close(result) }
+            return
+        }
+        if result >= 0 {
+            var one: Int32 = 1
+            setsockopt(result, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            let incoming = IncomingConnection(fd: result, port: l.port, peer: SocketAddress.peer(of: result),
+                                              local: SocketAddress.local(of: result))
+            if let server, let next = server.nextReactor(), next !== self {
+                next.adopt(incoming)
+            } else {
+                add(incoming)
+            }
+        } else if result != -ECANCELED {
+            logger.warning("accept failed", metadata: ["errno": "\(-result)", "port": "\(l.port.serviceID)"])
+        }
+        armAccept(l)
+    }
+
+    private func drainInbox() {
+        let items = inbox.withLock { list -> [IncomingConnection] in
+            let items = list
+            list.removeAll()
+            return items
+        }
+        for c in items {
+            if stopping { Glibc.close(c.fd) } else { add(c) }
+        }
+    }
+
+    private func add(_ c: IncomingConnection) {
+        let index: Int
+        if let i = freeIndices.popLast() {
+            index = i
+        } else {
+            index = connections.count
+            connections.append(nil)
+            generations.append(0)
+        }
+        generations[index] &+= 1
+        let conn = Connection(fd: c.fd, index: index, generation: generations[index], reactor: self, port: c.port,
+                              peer: c.peer, localAddress: c.local)
+        connections[index] = conn
+        logger.info("connection accepted", metadata: ["peer": "\(c.peer)", "local": "\(c.local):\(c.port.serviceID)"])
+        conn.start()
+    }
+
+    func removeConnection(_ c: Connection) {
+        guard c.index < connections.count, connections[c.index] === c else { return }
+        connections[c.index] = nil
+        freeIndices.append(c.index)
+    }
+
+    // MARK: Tick
+
+    private func tick() {
+        for case let c? in connections {
+            guard c.state != .closing else { continue }
+            if let ctrl = c.controller {
+                if ctrl.isDead {
+                    c.close("controller \(ctrl.id) is gone")
+                } else if c.isAdminQueue && ctrl.keepAliveExpired(nowMs: nowMs) {
+                    logger.warning("keep-alive timeout, tearing down controller",
+                                   metadata: ["cntlid": "\(ctrl.id)", "host": "\(ctrl.hostNQN)", "kato_ms": "\(ctrl.keepAliveTimeoutMs)"])
+                    ctrl.fail()
+                    c.close("keep-alive timeout")
+                }
+            } else if nowMs - c.createdAtMs > 30_000 {
+                c.close("no Connect within 30 s")
+            }
+        }
+        if stopping {
+            for case let c? in connections where c.state != .closing {
+                // Shutdown: close once nothing is outstanding but held AERs, or at the deadline.
+                let busy = (0..<c.slots.count).contains { i in
+                    let st = c.slots[i].pointee.state
+                    return st != .free && st != .held
+                }
+                if !busy || nowMs >= stopDeadlineMs { c.close("target shutting down") }
+            }
+        }
+    }
+
+    private func beginStop() {
+        stopping = true
+        stopDeadlineMs = nowMs + 5_000
+        for l in listeners { l.close() }
+        for case let c? in connections { c.stopReading = true }
+        tick()
+    }
+}

@@ -1,0 +1,13 @@
+import FathomStorage
+import FathomTarget
+
+/// Binds a storage backend to the subsystem model. FathomTarget sees only geometry; the
+/// engine reaches the backend through this (a final class, so the I/O path downcasts it
+/// without a dynamic cast).
+final class StorageNamespace: NamespaceBackend {
+    let store: BlockBackend
+    init(_ store: BlockBackend) { self.store = store }
+    var blockCount: UInt64 { store.blockCount }
+    var blockSizeShift: UInt8 { store.blockSizeShift }
+    func allocatedBlocks() -> UInt64 { store.allocatedBlocks() }
+}

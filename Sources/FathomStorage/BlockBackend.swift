@@ -1,0 +1,33 @@
+import CLiburing
+
+/// One storage operation of a namespace, in bytes.
+public enum StorageOperation {
+    case read(buffer: UnsafeMutableRawPointer, length: Int, offset: UInt64)
+    case write(buffer: UnsafeMutableRawPointer, length: Int, offset: UInt64, forceUnitAccess: Bool)
+    case flush
+}
+
+/// The storage behind a namespace. A backend either prepares an io_uring SQE (the reactor
+/// submits it with its socket I/O in one batch) or, for backends with nothing to wait on,
+/// completes the operation inline.
+public protocol BlockBackend: AnyObject {
+    var blockCount: UInt64 { get }
+    var blockSizeShift: UInt8 { get }
+    var isReadOnly: Bool { get }
+    /// Blocks allocated on the backing store (st_blocks for sparse files).
+    func allocatedBlocks() -> UInt64
+    /// Fills `sqe` for `operation`, or returns the result (bytes or -errno) when done inline.
+    func prepare(_ operation: StorageOperation, sqe: UnsafeMutablePointer<io_uring_sqe>) -> Int32?
+    /// Releases the file descriptor. Called once no operation is in flight.
+    func close()
+}
+
+/// Why a backend could not be opened, worded for the operator.
+public struct StorageError: Error, CustomStringConvertible {
+    public var path: String
+    public var errno: Int32
+    public var action: String
+    public var description: String {
+        "\(action) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+    }
+}

@@ -1,0 +1,126 @@
+import CNVMeTypes
+import NVMeWire
+
+/// How an admin command ends: now, or later (an AER held until an event).
+public enum AdminOutcome {
+    case complete(CommandCompletion)
+    case held
+    /// Fabrics Disconnect: complete, then close this queue.
+    case disconnect(CommandCompletion)
+}
+
+/// Connection facts an admin command may need.
+public struct QueueContext: Sendable {
+    public var queueID: UInt16
+    /// The address the host reached us on (for discovery log TRADDR).
+    public var localAddress: String
+    public init(queueID: UInt16, localAddress: String) {
+        self.queueID = queueID
+        self.localAddress = localAddress
+    }
+}
+
+extension Controller {
+    static let adminOpcodesIO: [UInt8] = [
+        UInt8(nvme_admin_get_log_page.rawValue), UInt8(nvme_admin_identify.rawValue), UInt8(nvme_admin_abort_cmd.rawValue),
+        UInt8(nvme_admin_set_features.rawValue), UInt8(nvme_admin_get_features.rawValue),
+        UInt8(nvme_admin_async_event.rawValue), UInt8(nvme_admin_keep_alive.rawValue),
+    ]
+
+    /// Executes a command from the admin queue (fabrics commands included). `data` is the
+    /// command's buffer: host data for host-to-controller commands, room for the response
+    /// otherwise; its size is the SGL length.
+    public func executeAdmin(_ sqe: SubmissionQueueEntry, data: UnsafeMutableRawBufferPointer, context: QueueContext,
+                             target: Target) -> AdminOutcome {
+        if sqe.opcode == DataDirection.fabricsOpcode {
+            switch UInt32(sqe.fabricsCommandType) {
+            case nvme_fabrics_type_property_get.rawValue: return .complete(propertyGet(sqe))
+            case nvme_fabrics_type_property_set.rawValue: return .complete(propertySet(sqe))
+            case nvme_fabrics_type_disconnect.rawValue: return .disconnect(.success)
+            case nvme_fabrics_type_connect.rawValue: return .complete(.failure(.commandSequenceError))
+            default: return .complete(.failure(.invalidOpcode))
+            }
+        }
+        // Until CC.EN=1 / CSTS.RDY=1 only fabrics commands are allowed.
+        guard isReady else { return .complete(.failure(.commandSequenceError)) }
+        if isDiscovery { return executeDiscoveryAdmin(sqe, data: data, context: context, target: target) }
+        switch UInt32(sqe.opcode) {
+        case nvme_admin_identify.rawValue: return .complete(identify(sqe, data: data))
+        case nvme_admin_get_log_page.rawValue: return .complete(getLogPage(sqe, data: data, context: context, target: target))
+        case nvme_admin_set_features.rawValue: return .complete(setFeature(sqe, data: data))
+        case nvme_admin_get_features.rawValue: return .complete(getFeature(sqe, data: data))
+        case nvme_admin_keep_alive.rawValue: return .complete(.success)
+        case nvme_admin_async_event.rawValue: return asyncEventRequest(sqe)
+        case nvme_admin_abort_cmd.rawValue:
+            // DW0 bit 0 = 1: the command was not aborted. Commands here run to completion
+            // as soon as their data is in, so there is nothing queued to abort.
+            return .complete(CommandCompletion(status: .success, dw0: 1))
+        default: return .complete(.failure(.invalidOpcode))
+        }
+    }
+
+    private func executeDiscoveryAdmin(_ sqe: SubmissionQueueEntry, data: UnsafeMutableRawBufferPointer,
+                                       context: QueueContext, target: Target) -> AdminOutcome {
+        switch UInt32(sqe.opcode) {
+        case nvme_admin_identify.rawValue:
+            guard sqe.cdw10 & 0xFF == UInt32(NVME_IDENTIFY_CNS_CTRL.rawValue) else { return .complete(.failure(.invalidField)) }
+            return .complete(identify(sqe, data: data))
+        case nvme_admin_get_log_page.rawValue:
+            guard UInt8(truncatingIfNeeded: sqe.cdw10) == LogPage.discovery else { return .complete(.failure(.invalidLogPage)) }
+            return .complete(getLogPage(sqe, data: data, context: context, target: target))
+        case nvme_admin_set_features.rawValue: return .complete(setFeature(sqe, data: data))
+        case nvme_admin_get_features.rawValue: return .complete(getFeature(sqe, data: data))
+        case nvme_admin_keep_alive.rawValue: return .complete(.success)
+        case nvme_admin_async_event.rawValue: return asyncEventRequest(sqe)
+        default: return .complete(.failure(.invalidOpcode))
+        }
+    }
+
+    private func asyncEventRequest(_ sqe: SubmissionQueueEntry) -> AdminOutcome {
+        guard heldAsyncEvents.count <= Int(Self.asyncEventLimit) else { return .complete(.failure(.asyncEventLimitExceeded)) }
+        if let event = holdAsyncEvent(commandID: sqe.commandID) {
+            return .complete(CommandCompletion(status: .success, dw0: event))
+        }
+        return .held
+    }
+
+    /// AERL (0-based): four outstanding AERs, as nvmet allows.
+    static let asyncEventLimit: UInt8 = 3
+
+    // MARK: Identify
+
+    func identify(_ sqe: SubmissionQueueEntry, data: UnsafeMutableRawBufferPointer) -> CommandCompletion {
+        guard data.count >= 4096 else { return .failure(.dataSGLLengthInvalid) }
+        let cns = sqe.cdw10 & 0xFF
+        switch cns {
+        case UInt32(NVME_IDENTIFY_CNS_CTRL.rawValue):
+            return respond(identity().encode(), into: data)
+        case UInt32(NVME_IDENTIFY_CNS_NS.rawValue):
+            guard sqe.nsid != 0, sqe.nsid != 0xFFFF_FFFF, sqe.nsid <= max(subsystem.maxNamespaceID, 1024) else {
+                return .failure(.invalidNamespace)
+            }
+            // An inactive NSID in range gets a zero-filled structure.
+            guard let ns = subsystem.namespace(sqe.nsid) else { return respond([], into: data) }
+            return respond(ns.identity(shared: true).encode(), into: data)
+        case UInt32(NVME_IDENTIFY_CNS_NS_ACTIVE_LIST.rawValue):
+            guard sqe.nsid < 0xFFFF_FFFE else { return .failure(.invalidNamespace) }
+            return respond(encodeActiveNamespaceList(subsystem.namespaces.map(\.nsid), after: sqe.nsid), into: data)
+        case UInt32(NVME_IDENTIFY_CNS_NS_DESC_LIST.rawValue):
+            guard let ns = subsystem.namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
+            return respond(ns.identity(shared: true).encodeDescriptors(), into: data)
+        default:
+            return .failure(.invalidField)
+        }
+    }
+
+    public func identity() -> ControllerIdentity {
+        ControllerIdentity(
+            kind: isDiscovery ? .discovery : .io, controllerID: id, serial: subsystem.serial, model: subsystem.model,
+            firmware: settings.firmwareRevision, version: Self.version, subsystemNQN: subsystem.nqn,
+            maxDataTransferExponent: settings.mdtsExponent, namespaceCount: isDiscovery ? 0 : max(subsystem.maxNamespaceID, 1024),
+            maxCommands: UInt16(min(settings.maxQueueEntries, 0xFFFF)),
+            inCapsuleDataSize: settings.ioInCapsuleDataSize, keepAliveSupport: settings.keepAliveGranularity,
+            volatileWriteCache: !isDiscovery, multiController: !isDiscovery, asyncEventLimit: Self.asyncEventLimit,
+            optionalNVMCommands: 0)
+    }
+}

@@ -1,0 +1,135 @@
+import NVMeWire
+import Synchronization
+
+/// One controller of the dynamic model: created by an admin-queue Connect, joined by the
+/// I/O queues that name its controller ID, gone when its admin queue goes or its keep-alive
+/// expires.
+///
+/// Threading: fields marked "admin queue" are touched only by the reactor that owns the
+/// admin connection. I/O queues on other reactors read only the atomics and `let`s.
+public final class Controller {
+    public let id: UInt16
+    public let subsystem: Subsystem
+    public let hostNQN: String
+    public let hostID: [UInt8]
+    public let port: Port
+    public let peer: String
+    public let settings: TargetSettings
+    public var isDiscovery: Bool { subsystem.kind == .discovery }
+
+    // Admin queue state.
+    public internal(set) var configuration: UInt32 = 0  // CC
+    public internal(set) var status: UInt32 = 0         // CSTS
+    public internal(set) var asyncEventConfiguration: UInt32 = 0
+    public internal(set) var volatileWriteCacheEnabled = true
+    public internal(set) var timestamp: UInt64 = 0
+    public internal(set) var timestampSetAtMs: Int64 = 0
+    var errorRecovery: UInt32 = 0
+    var temperatureThreshold: UInt32 = 0x0157
+    var writeAtomicity: UInt32 = 0
+    /// Command IDs of held Asynchronous Event Requests, oldest first.
+    public internal(set) var heldAsyncEvents: [UInt16] = []
+    /// Events waiting for an AER to carry them (CQE DW0 values).
+    public internal(set) var queuedEvents: [UInt32] = []
+    var changedNamespaces: [UInt32] = []
+
+    // Shared between reactors.
+    private let keepAliveMs: Atomic<UInt32>
+    private let lastActivityMs: Atomic<Int64>
+    private let dead = Atomic<Bool>(false)
+    /// I/O queues granted by Set Features Number of Queues (read at I/O Connect).
+    let grantedIOQueues = Atomic<Int>(0)
+    let counters = Mutex(HealthCounters())
+    private let readCommands = Atomic<UInt64>(0)
+    private let writeCommands = Atomic<UInt64>(0)
+    private let bytesRead = Atomic<UInt64>(0)
+    private let bytesWritten = Atomic<UInt64>(0)
+    private let createdAtMs = MonotonicClock.nowMs()
+    let errors = Mutex<[ErrorLogEntry]>([])
+    private let errorCount = Atomic<UInt64>(0)
+
+    init(id: UInt16, subsystem: Subsystem, hostNQN: String, hostID: [UInt8], port: Port, peer: String,
+         keepAliveMs: UInt32, settings: TargetSettings) {
+        self.id = id
+        self.subsystem = subsystem
+        self.hostNQN = hostNQN
+        self.hostID = hostID
+        self.port = port
+        self.peer = peer
+        self.settings = settings
+        self.keepAliveMs = Atomic(keepAliveMs)
+        self.lastActivityMs = Atomic(MonotonicClock.nowMs())
+    }
+
+    public var keepAliveTimeoutMs: UInt32 { keepAliveMs.load(ordering: .relaxed) }
+
+    /// Any command counts as keep-alive traffic (we do not advertise TBKAS, but counting
+    /// traffic only makes the target more forgiving, never less).
+    @inline(__always)
+    public func noteActivity(nowMs: Int64) { lastActivityMs.store(nowMs, ordering: .relaxed) }
+
+    /// True once the host has been silent for longer than its keep-alive timeout. The
+    /// check runs on a 1 s tick, so the effective timeout is KATO plus up to a second.
+    public func keepAliveExpired(nowMs: Int64) -> Bool {
+        let kato = Int64(keepAliveMs.load(ordering: .relaxed))
+        return kato > 0 && nowMs - lastActivityMs.load(ordering: .relaxed) > kato
+    }
+
+    /// Marks the controller as gone; every reactor closes its queues on its next tick.
+    public func fail() { dead.store(true, ordering: .releasing) }
+    public var isDead: Bool { dead.load(ordering: .acquiring) }
+
+    public var isReady: Bool { status & 1 != 0 }
+
+    /// Adds I/O statistics for the SMART log (called once per completed I/O command).
+    /// Relaxed atomic adds, not a lock: queues of one controller run on several reactors.
+    @inline(__always)
+    public func account(read: Bool, bytes: Int) {
+        if read {
+            readCommands.wrappingAdd(1, ordering: .relaxed)
+            bytesRead.wrappingAdd(UInt64(bytes), ordering: .relaxed)
+        } else {
+            writeCommands.wrappingAdd(1, ordering: .relaxed)
+            bytesWritten.wrappingAdd(UInt64(bytes), ordering: .relaxed)
+        }
+    }
+
+    /// SMART counters as of now.
+    func healthCounters() -> HealthCounters {
+        var c = counters.withLock { $0 }
+        c.readCommands = readCommands.load(ordering: .relaxed)
+        c.writeCommands = writeCommands.load(ordering: .relaxed)
+        c.bytesRead = bytesRead.load(ordering: .relaxed)
+        c.bytesWritten = bytesWritten.load(ordering: .relaxed)
+        c.powerOnHours = UInt64(max(0, MonotonicClock.nowMs() - createdAtMs) / 3_600_000)
+        return c
+    }
+
+    /// Records a failed command in the error information log (newest first, 64 kept).
+    public func recordError(queueID: UInt16, commandID: UInt16, status: NVMeStatus, lba: UInt64 = 0, nsid: UInt32 = 0) {
+        let n = errorCount.add(1, ordering: .relaxed).newValue
+        errors.withLock {
+            $0.insert(ErrorLogEntry(errorCount: n, queueID: queueID, commandID: commandID, status: status, lba: lba, nsid: nsid), at: 0)
+            if $0.count > 64 { $0.removeLast() }
+        }
+        counters.withLock { $0.errorLogEntries = n }
+    }
+
+    func setKeepAlive(_ ms: UInt32) { keepAliveMs.store(ms, ordering: .relaxed) }
+
+    /// Holds an AER, or completes it at once with a queued event. Returns the event to
+    /// deliver now, if any.
+    func holdAsyncEvent(commandID: UInt16) -> UInt32? {
+        if !queuedEvents.isEmpty { return queuedEvents.removeFirst() }
+        heldAsyncEvents.append(commandID)
+        return nil
+    }
+
+    /// Queues an asynchronous event. Returns the held AER command to complete with it, if one
+    /// is waiting (the caller sends the completion on the admin queue).
+    public func postAsyncEvent(_ dw0: UInt32) -> (commandID: UInt16, dw0: UInt32)? {
+        if !heldAsyncEvents.isEmpty { return (heldAsyncEvents.removeFirst(), dw0) }
+        queuedEvents.append(dw0)
+        return nil
+    }
+}

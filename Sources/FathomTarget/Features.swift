@@ -1,0 +1,115 @@
+import CNVMeTypes
+import NVMeWire
+
+/// Set Features / Get Features. Every feature a host may touch either works or is refused
+/// with Invalid Field: none is silently ignored.
+extension Controller {
+    private static func fid(_ f: nvme_features_id) -> UInt8 { UInt8(f.rawValue) }
+
+    /// Features that Set Features may change on this kind of controller.
+    private var changeableFeatures: Set<UInt8> {
+        if isDiscovery { return [Self.fid(NVME_FEAT_FID_ASYNC_EVENT), Self.fid(NVME_FEAT_FID_KATO)] }
+        return [Self.fid(NVME_FEAT_FID_POWER_MGMT), Self.fid(NVME_FEAT_FID_TEMP_THRESH), Self.fid(NVME_FEAT_FID_ERR_RECOVERY),
+                Self.fid(NVME_FEAT_FID_VOLATILE_WC), Self.fid(NVME_FEAT_FID_NUM_QUEUES), Self.fid(NVME_FEAT_FID_WRITE_ATOMIC),
+                Self.fid(NVME_FEAT_FID_ASYNC_EVENT), Self.fid(NVME_FEAT_FID_TIMESTAMP), Self.fid(NVME_FEAT_FID_KATO)]
+    }
+
+    private var readableFeatures: Set<UInt8> {
+        var set = changeableFeatures
+        if !isDiscovery {
+            set.insert(Self.fid(NVME_FEAT_FID_ARBITRATION))
+            set.insert(Self.fid(NVME_FEAT_FID_HOST_ID))
+        }
+        return set
+    }
+
+    func setFeature(_ sqe: SubmissionQueueEntry, data: UnsafeMutableRawBufferPointer) -> CommandCompletion {
+        let fid = UInt8(truncatingIfNeeded: sqe.cdw10)
+        let save = sqe.cdw10 & (1 << 31) != 0
+        if fid == Self.fid(NVME_FEAT_FID_HOST_ID) && !isDiscovery {
+            // On fabrics the host identifier comes from Connect and cannot change.
+            return .failure(.commandSequenceError)
+        }
+        guard changeableFeatures.contains(fid) else { return .failure(.invalidField) }
+        guard !save else { return .failure(.featureNotSaveable) }
+        let value = sqe.cdw11
+        switch fid {
+        case Self.fid(NVME_FEAT_FID_NUM_QUEUES):
+            // NSQR/NCQR are 0-based; 0xFFFF is invalid. Grant up to our limit, equal counts.
+            let nsqr = Int(value & 0xFFFF), ncqr = Int(value >> 16)
+            guard nsqr != 0xFFFF, ncqr != 0xFFFF else { return .failure(.invalidField) }
+            let granted = min(max(nsqr, ncqr) + 1, settings.maxIOQueues)
+            grantedIOQueues.store(granted, ordering: .relaxed)
+            let g = UInt32(granted - 1)
+            return CommandCompletion(status: .success, dw0: g | g << 16)
+        case Self.fid(NVME_FEAT_FID_KATO):
+            setKeepAlive(value == 0 && isDiscovery ? settings.discoveryDefaultKeepAliveMs : value)
+        case Self.fid(NVME_FEAT_FID_ASYNC_EVENT):
+            asyncEventConfiguration = value
+        case Self.fid(NVME_FEAT_FID_VOLATILE_WC):
+            volatileWriteCacheEnabled = value & 1 != 0
+        case Self.fid(NVME_FEAT_FID_POWER_MGMT):
+            guard value & 0x1F == 0 else { return .failure(.invalidField) }  // one power state
+        case Self.fid(NVME_FEAT_FID_TEMP_THRESH):
+            temperatureThreshold = value
+        case Self.fid(NVME_FEAT_FID_ERR_RECOVERY):
+            errorRecovery = value
+        case Self.fid(NVME_FEAT_FID_WRITE_ATOMIC):
+            writeAtomicity = value & 1
+        case Self.fid(NVME_FEAT_FID_TIMESTAMP):
+            guard data.count >= 8, let p = data.baseAddress else { return .failure(.dataSGLLengthInvalid) }
+            timestamp = UnsafeRawPointer(p).le64(0) & 0xFFFF_FFFF_FFFF
+            timestampSetAtMs = MonotonicClock.nowMs()
+        default:
+            return .failure(.invalidField)
+        }
+        return .success
+    }
+
+    func getFeature(_ sqe: SubmissionQueueEntry, data: UnsafeMutableRawBufferPointer) -> CommandCompletion {
+        let fid = UInt8(truncatingIfNeeded: sqe.cdw10)
+        let select = (sqe.cdw10 >> 8) & 0x7
+        guard readableFeatures.contains(fid) else { return .failure(.invalidField) }
+        switch select {
+        case 0, 1, 2: break  // current, default, saved (nothing is saveable: saved = current)
+        case 3:
+            // Supported capabilities: bit 2 = changeable.
+            return CommandCompletion(status: .success, dw0: changeableFeatures.contains(fid) ? 0x4 : 0)
+        default:
+            return .failure(.invalidField)
+        }
+        let useDefault = select == 1
+        switch fid {
+        case Self.fid(NVME_FEAT_FID_NUM_QUEUES):
+            let g = UInt32(max((useDefault ? settings.maxIOQueues : grantedIOQueues.load(ordering: .relaxed)), 1) - 1)
+            return CommandCompletion(status: .success, dw0: g | g << 16)
+        case Self.fid(NVME_FEAT_FID_KATO):
+            return CommandCompletion(status: .success, dw0: keepAliveTimeoutMs)
+        case Self.fid(NVME_FEAT_FID_ASYNC_EVENT):
+            return CommandCompletion(status: .success, dw0: useDefault ? 0 : asyncEventConfiguration)
+        case Self.fid(NVME_FEAT_FID_VOLATILE_WC):
+            return CommandCompletion(status: .success, dw0: useDefault || volatileWriteCacheEnabled ? 1 : 0)
+        case Self.fid(NVME_FEAT_FID_TEMP_THRESH):
+            return CommandCompletion(status: .success, dw0: useDefault ? 0x0157 : temperatureThreshold)
+        case Self.fid(NVME_FEAT_FID_ERR_RECOVERY):
+            return CommandCompletion(status: .success, dw0: useDefault ? 0 : errorRecovery)
+        case Self.fid(NVME_FEAT_FID_WRITE_ATOMIC):
+            return CommandCompletion(status: .success, dw0: useDefault ? 0 : writeAtomicity)
+        case Self.fid(NVME_FEAT_FID_POWER_MGMT), Self.fid(NVME_FEAT_FID_ARBITRATION):
+            return CommandCompletion(status: .success, dw0: 0)
+        case Self.fid(NVME_FEAT_FID_TIMESTAMP):
+            guard data.count >= 8, let p = data.baseAddress else { return .failure(.dataSGLLengthInvalid) }
+            let now = MonotonicClock.nowMs()
+            let value = timestampSetAtMs == 0 ? UInt64(0) : (timestamp + UInt64(now - timestampSetAtMs)) & 0xFFFF_FFFF_FFFF
+            p.put64(value | (timestampSetAtMs == 0 ? 0 : UInt64(1) << 49), 0)  // bits 51:49 = 001b: set by Set Features
+            return CommandCompletion(status: .success, dataLength: 8)
+        case Self.fid(NVME_FEAT_FID_HOST_ID):
+            // EXHID (CDW11 bit 0) must be set: the fabrics host identifier is 128 bits.
+            guard sqe.cdw11 & 1 != 0 else { return .failure(.invalidField) }
+            guard data.count >= 16 else { return .failure(.dataSGLLengthInvalid) }
+            return respond(hostID, into: UnsafeMutableRawBufferPointer(rebasing: data[0..<16]))
+        default:
+            return .failure(.invalidField)
+        }
+    }
+}

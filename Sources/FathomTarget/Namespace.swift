@@ -1,0 +1,42 @@
+import NVMeWire
+
+/// What the subsystem model needs to know of the storage behind a namespace. The engine
+/// provides it (FathomTarget knows nothing of files or io_uring).
+public protocol NamespaceBackend: AnyObject {
+    /// Capacity in logical blocks.
+    var blockCount: UInt64 { get }
+    /// log2 of the logical block size.
+    var blockSizeShift: UInt8 { get }
+    /// Blocks actually allocated on the backing store (for NUSE of sparse files).
+    func allocatedBlocks() -> UInt64
+}
+
+/// A namespace of a subsystem: identity plus the backend that stores its blocks.
+public final class Namespace {
+    public let nsid: UInt32
+    public let nguid: [UInt8]
+    public let uuid: [UInt8]
+    public let readOnly: Bool
+    public let backend: NamespaceBackend
+    /// Path or other description of the backing store, for logs.
+    public let label: String
+    // Cached from the backend: checked on every I/O command.
+    public let blockCount: UInt64
+    public let blockSizeShift: UInt8
+
+    public init(nsid: UInt32, nguid: [UInt8], uuid: [UInt8], readOnly: Bool, backend: NamespaceBackend, label: String) {
+        self.nsid = nsid
+        self.nguid = nguid
+        self.uuid = uuid
+        self.readOnly = readOnly
+        self.backend = backend
+        self.label = label
+        self.blockCount = backend.blockCount
+        self.blockSizeShift = backend.blockSizeShift
+    }
+
+    public func identity(shared: Bool) -> NamespaceIdentity {
+        NamespaceIdentity(blockCount: blockCount, blocksInUse: backend.allocatedBlocks(), blockSizeShift: blockSizeShift,
+                          nguid: nguid, uuid: uuid, writeProtected: readOnly, shared: shared)
+    }
+}

@@ -1,0 +1,31 @@
+/// Limits the target advertises. One value for the whole target: the reactor sizes its
+/// buffers from it and Identify/ICResp report it, so the two can never disagree.
+public struct TargetSettings: Sendable {
+    /// Largest transfer of one command, bytes (reported as MDTS; a power of two ≥ 4 KiB).
+    public var maxDataTransfer: Int = 512 * 1024
+    /// In-capsule data accepted on I/O queues (IOCCSZ); admin queues always take 8 KiB.
+    public var ioInCapsuleDataSize: Int = 16 * 1024
+    public static let adminInCapsuleDataSize = 8192
+    /// Largest H2CData payload per PDU (ICResp MAXH2CDATA).
+    public var maxH2CData: Int = 128 * 1024
+    /// Entries per I/O queue (CAP.MQES + 1).
+    public var maxQueueEntries: Int = 1024
+    /// Most I/O queues one controller may have.
+    public var maxIOQueues: Int = 128
+    /// Keep Alive granularity reported in KAS, in 100 ms units.
+    public var keepAliveGranularity: UInt16 = 10
+    /// Keep-alive timeout applied to discovery controllers whose host asked for none.
+    public var discoveryDefaultKeepAliveMs: UInt32 = 120_000
+    /// CAP.TO in 500 ms units: how long the host waits for CSTS.RDY.
+    public var readyTimeoutUnits: UInt8 = 30
+    public var firmwareRevision: String = "0.1"
+
+    public init() {}
+
+    /// MDTS exponent over the 4 KiB minimum page size.
+    public var mdtsExponent: UInt8 {
+        var e: UInt8 = 0
+        while (4096 << Int(e)) < maxDataTransfer { e += 1 }
+        return e
+    }
+}

@@ -1,0 +1,123 @@
+import ArgumentParser
+import FathomConfig
+import FathomReactor
+import FathomStorage
+import FathomTarget
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct Fathomd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fathomd",
+        abstract: "Fathom: an NVMe-over-TCP target that serves files and block devices through io_uring.",
+        discussion: """
+            Run with --config FILE (the JSON that `nvmetcli save` writes) or with --demo, which exports a \
+            sparse 1 GiB image on 127.0.0.1:4420 as \(TargetConfig.demoNQN).
+            SIGINT or SIGTERM stops the daemon cleanly.
+            """)
+
+    @Option(name: .long, help: "nvmetcli JSON configuration file.")
+    var config: String?
+
+    @Flag(name: .long, help: "Serve a demo namespace (a sparse image) on loopback, no configuration needed.")
+    var demo = false
+
+    @Option(name: .long, help: "Backing image of the demo namespace (created sparse if missing).")
+    var demoImage = "/var/tmp/fathom-demo.img"
+
+    @Option(name: .long, help: "Size of a newly created demo image, in MiB.")
+    var demoSizeMiB: UInt64 = 1024
+
+    @Option(name: .long, help: "Address and port of the demo listener.")
+    var demoListen = "127.0.0.1:4420"
+
+    @Option(name: .long, help: "Reactor threads, each with its own io_uring (default: one per CPU).")
+    var reactors: Int?
+
+    @Option(name: .long, help: "Largest H2CData PDU the host may send, in KiB (ICResp MAXH2CDATA).")
+    var maxH2CDataKiB: Int = 128
+
+    @Option(name: .long, help: "In-capsule data size of I/O queues, in KiB (IOCCSZ).")
+    var inCapsuleKiB: Int = 16
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        if config != nil && demo { throw ValidationError("--config and --demo exclude each other") }
+        if config == nil && !demo { throw ValidationError("give --config FILE (an nvmetcli JSON file) or --demo") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel) is not one of trace, debug, info, notice, warning, error, critical") }
+        guard (4...4096).contains(maxH2CDataKiB) else { throw ValidationError("--max-h2c-data-ki-b must be between 4 and 4096") }
+        guard (0...1024).contains(inCapsuleKiB) else { throw ValidationError("--in-capsule-ki-b must be between 0 and 1024") }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "fathomd")
+
+        let targetConfig: TargetConfig
+        if let path = config {
+            do {
+                targetConfig = try TargetConfig.load(path: path)
+            } catch {
+                fail("\(path): \(error)")
+            }
+        } else {
+            let parts = demoListen.split(separator: ":")
+            guard parts.count == 2, let port = UInt16(parts[1]) else { fail("--demo-listen \(demoListen) is not ADDRESS:PORT") }
+            do {
+                try FileBackend.createSparse(path: demoImage, bytes: demoSizeMiB * 1024 * 1024)
+            } catch {
+                fail("demo image: \(error)")
+            }
+            targetConfig = TargetConfig.demo(imagePath: demoImage, address: String(parts[0]), port: port)
+        }
+
+        var settings = TargetSettings()
+        settings.maxH2CData = maxH2CDataKiB * 1024
+        settings.ioInCapsuleDataSize = inCapsuleKiB * 1024
+
+        // Signals are taken synchronously by this thread; reactor threads inherit the mask.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let server: FathomServer
+        do {
+            server = try FathomServer(config: targetConfig, settings: settings,
+                                      reactorCount: reactors ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), logger: logger)
+            try server.start()
+        } catch {
+            fail("\(error)")
+        }
+        if demo {
+            let parts = demoListen.split(separator: ":")
+            logger.notice("demo ready: nvme connect -t tcp -a \(parts[0]) -s \(parts[1]) -n \(TargetConfig.demoNQN)")
+        }
+        var received: Int32 = 0
+        sigwait(&signals, &received)
+        logger.notice("signal \(received) received, stopping")
+        server.stop()
+        logger.notice("stopped")
+    }
+
+    private func fail(_ message: String) -> Never {
+        var stderr = StandardError()
+        print("fathomd: \(message)", to: &stderr)
+        Glibc.exit(1)
+    }
+}
+
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) { fputs(string, Glibc.stderr) }
+}
