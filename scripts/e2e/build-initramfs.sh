@@ -33,7 +33,7 @@ BINS=(/bin/busybox "$(command -v nvme)" "$(command -v fio)")
 # The kernel must have the NVMe/TCP host (=m or =y); virtio-net etc. are handled
 # below (modprobe --show-depends reports "builtin" for =y drivers).
 for opt in CONFIG_NVME_TCP CONFIG_NVME_FABRICS CONFIG_VIRTIO_NET CONFIG_PVH; do
-    log "$(grep -E "^(# )?$opt[= ]" "$KCONFIG" 2>/dev/null || echo "$opt: unknown (no $KCONFIG)")"
+    log "$(grep -E "^(# )?${opt}[= ]" "$KCONFIG" 2>/dev/null || echo "$opt: unknown (no $KCONFIG)")"
 done
 grep -qE '^CONFIG_NVME_TCP=[ym]' "$KCONFIG" || { log "kernel $KVER lacks CONFIG_NVME_TCP"; exit 1; }
 

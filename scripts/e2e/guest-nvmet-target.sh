@@ -20,4 +20,5 @@ echo ipv4 > "$C/ports/1/addr_adrfam"; echo tcp > "$C/ports/1/addr_trtype"
 echo 127.0.0.1 > "$C/ports/1/addr_traddr"; echo "$TARGET_PORT" > "$C/ports/1/addr_trsvcid"
 ln -s "$C/subsystems/$SUBNQN" "$C/ports/1/subsystems/$SUBNQN"
 echo "INFO: in-guest nvmet target on 127.0.0.1:$TARGET_PORT ($SUBNQN)"
+# shellcheck disable=SC2034  # read by guest-tests.sh, concatenated after this
 TARGET_ADDR=127.0.0.1

@@ -17,8 +17,8 @@ FIO_IODEPTH=${FIO_IODEPTH:-16}
 RESULT_DEV=${RESULT_DEV:-/dev/null}       # set by /init: second serial port
 
 FAILS=0
-CTRL= NSDEV=
-cd /tmp
+CTRL='' NSDEV=''
+cd /tmp || exit 1
 say()  { echo "$*"; echo "$*" > "$RESULT_DEV" 2>/dev/null || true; }
 pass() { say "PASS: $*"; }
 fail() { say "FAIL: $*"; FAILS=$((FAILS + 1)); }
@@ -62,7 +62,7 @@ check_discover() {
 
 connect() {  # $1 = label, rest = extra connect options
     label=$1; shift
-    CTRL= NSDEV=
+    CTRL='' NSDEV=''
     if ! run 60 nvme connect -t tcp -a "$TARGET_ADDR" -s "$TARGET_PORT" -n "$SUBNQN" \
             --ctrl-loss-tmo=30 "$@"; then
         fail "[$label] nvme connect${*:+ $*} failed"; return 1
@@ -142,7 +142,8 @@ session plain
 session digest -g -G
 
 run 30 nvme list
-if [ -z "$(our_ctrls)" ] && ! ls /sys/class/nvme/ 2>/dev/null | grep -q nvme; then
+# Both views: nvme-cli's device list and the kernel's controller list.
+if ! grep -q '^/dev/nvme' /tmp/out && [ -z "$(ls /sys/class/nvme/ 2>/dev/null)" ]; then
     pass "nvme list: no fabric controller left"
 else fail "controllers left: $(ls /sys/class/nvme/ 2>/dev/null | tr '\n' ' ')"; fi
 

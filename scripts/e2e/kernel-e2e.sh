@@ -77,8 +77,8 @@ bash "$HERE/build-initramfs.sh" "$E2E_OUT"
 # --- helpers ------------------------------------------------------------------------
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {  # a port nobody listens on; fathomd binding it is the real test
-    local p i
-    for i in $(seq 1 200); do
+    local p
+    for _ in $(seq 1 200); do
         p=$((20000 + RANDOM % 40000))
         port_in_use "$p" || { echo "$p"; return 0; }
     done
@@ -143,7 +143,7 @@ else
     truncate -s 256M "$TMP/ns1.img"
     PORT=$(free_port) || { log "no free port"; exit 1; }
     NS_UUID=$(cat /proc/sys/kernel/random/uuid)
-    NGUID=$(cat /proc/sys/kernel/random/uuid | tr -d '-')
+    NGUID=$(tr -d - < /proc/sys/kernel/random/uuid)
     CONFIG=$TMP/config.json
     cat > "$CONFIG" <<EOF
 {"hosts": [], "ports": [{"addr": {"adrfam": "ipv4", "traddr": "127.0.0.1", "treq": "not specified", "trsvcid": "$PORT", "trtype": "tcp"}, "portid": 1, "referrals": [], "subsystems": ["$SUBNQN"]}], "subsystems": [{"allowed_hosts": [], "attr": {"allow_any_host": "1", "model": "Fathom", "serial": "fathom-e2e-0001"}, "namespaces": [{"device": {"nguid": "$NGUID", "path": "$TMP/ns1.img", "uuid": "$NS_UUID"}, "enable": 1, "nsid": 1}], "nqn": "$SUBNQN"}]}

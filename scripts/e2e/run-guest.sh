@@ -32,8 +32,8 @@ command -v qemu-system-x86_64 >/dev/null || { log "qemu-system-x86_64 missing"; 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fathom-guest.XXXXXX")
 QPID=; TPID=
 cleanup() {
-    [[ -n $QPID ]] && kill "$QPID" 2>/dev/null || true
-    [[ -n $TPID ]] && kill "$TPID" 2>/dev/null || true
+    if [[ -n $QPID ]]; then kill "$QPID" 2>/dev/null || true; fi
+    if [[ -n $TPID ]]; then kill "$TPID" 2>/dev/null || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -1,0 +1,88 @@
+import FathomConfig
+import FathomReactor
+import FathomTarget
+import Logging
+import NVMeInitiator
+import NVMeWire
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real daemon (the same FathomServer fathomd runs) on 127.0.0.1 with an ephemeral port,
+/// backed by sparse files in a temporary directory.
+final class TargetHarness {
+    static let nqn = "nqn.2026-11.io.fathom.test:data"
+    static let restrictedNQN = "nqn.2026-11.io.fathom.test:restricted"
+    static let allowedHost = "nqn.2026-11.io.fathom.test:host-allowed"
+    let directory: String
+    let server: FathomServer
+    var port: UInt16 { server.boundPorts[0] }
+    var target: Target { server.target }
+    let blocks: UInt64
+
+    init(sizeMiB: UInt64 = 64, settings: TargetSettings = TargetSettings(), reactors: Int = 2) throws {
+        var template = Array("/tmp/fathom-test-XXXXXX".utf8CString)
+        directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        let image = directory + "/ns1.img"
+        let fd = open(image, O_CREAT | O_RDWR, 0o644)
+        ftruncate(fd, off_t(sizeMiB * 1024 * 1024))
+        Glibc.close(fd)
+        blocks = sizeMiB * 1024 * 1024 / 512
+        let json = """
+        {"hosts": [{"nqn": "\(Self.allowedHost)"}],
+         "ports": [{"addr": {"adrfam": "ipv4", "traddr": "127.0.0.1", "treq": "not specified", "trsvcid": "0", "trtype": "tcp"},
+                    "portid": 7, "referrals": [], "subsystems": ["\(Self.nqn)", "\(Self.restrictedNQN)"]}],
+         "subsystems": [
+           {"allowed_hosts": [], "attr": {"allow_any_host": "1", "serial": "fathomtest0001", "model": "Fathom Test"},
+            "namespaces": [{"device": {"nguid": "00112233-4455-6677-8899-aabbccddeeff", "path": "\(image)",
+                                       "uuid": "6f1d1b2a-93c4-4b1e-8a55-0c3f6a1e2d44"}, "enable": 1, "nsid": 1}],
+            "nqn": "\(Self.nqn)"},
+           {"allowed_hosts": ["\(Self.allowedHost)"], "attr": {"allow_any_host": "0"},
+            "namespaces": [{"device": {"path": "\(image)"}, "enable": 1, "nsid": 1, "readonly": true}],
+            "nqn": "\(Self.restrictedNQN)"}]}
+        """
+        let config = try TargetConfig.parse(json: Array(json.utf8))
+        var logger = Logger(label: "fathom-test") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = ProcessInfo.processInfo.environment["FATHOM_TEST_LOG"] == nil ? .critical : .debug
+        server = try FathomServer(config: config, settings: settings, reactorCount: reactors, logger: logger)
+        try server.start()
+    }
+
+    func stop() {
+        server.stop()
+        _ = try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// A connected, enabled controller with `queues` I/O queues.
+    func controller(queues: Int = 2, headerDigest: Bool = false, dataDigest: Bool = false, keepAliveMs: UInt32 = 5000,
+                    hostNQN: String = HostController.defaultHostNQN, subsystem: String = TargetHarness.nqn) throws -> HostController {
+        let c = try HostController(host: "127.0.0.1", port: port, subsystemNQN: subsystem, hostNQN: hostNQN, keepAliveMs: keepAliveMs,
+                                   headerDigest: headerDigest, dataDigest: dataDigest)
+        try c.enable()
+        if queues > 0 { try c.createIOQueues(queues) }
+        return c
+    }
+
+    /// Polls `condition` for up to `seconds` (the target acts on its own threads).
+    func eventually(seconds: Double = 5, _ condition: () -> Bool) -> Bool {
+        var waited = 0.0
+        while waited < seconds {
+            if condition() { return true }
+            usleep(50_000)
+            waited += 0.05
+        }
+        return condition()
+    }
+}
+
+/// Deterministic test data.
+func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
+    var x = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+    return (0..<count).map { _ in
+        x ^= x << 13
+        x ^= x >> 7
+        x ^= x << 17
+        return UInt8(truncatingIfNeeded: x)
+    }
+}
