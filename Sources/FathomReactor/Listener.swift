@@ -1,3 +1,4 @@
+import CLiburing
 import FathomTarget
 #if canImport(Glibc)
 import Glibc

@@ -117,7 +117,7 @@ fio_vars() {
     return 0
 }
 
-GUEST_RC=0 DAEMON_RC=0
+GUEST_RC=0 DAEMON_RC=0 TARGET_RC=0
 if [[ $MODE == selftest ]]; then
     # --- self-test: no fathomd -----------------------------------------------------
     mkdir -p "$TMP/www"
@@ -166,6 +166,18 @@ EOF
     { printf 'TARGET_PORT=%s\nSUBNQN=%s\n' "$PORT" "$SUBNQN"; fio_vars; cat "$HERE/guest-tests.sh"; } > "$GUEST_SCRIPT"
     bash "$HERE/run-guest.sh" "$E2E_OUT" "$GUEST_SCRIPT" "$RESULT" || GUEST_RC=$?
 
+    # --- target side: every controller the guest created was torn down again ------------
+    # (I/O queues of a removed controller close on the reactors' 1 s tick.)
+    sleep 2
+    created=$(grep -o 'controller [0-9]* created' "$DAEMON_LOG" | awk '{print $2}' | sort -n | tr '\n' ' ')
+    removed=$(grep -o 'controller [0-9]* removed' "$DAEMON_LOG" | awk '{print $2}' | sort -n | tr '\n' ' ')
+    if [[ -n $created && $created == "$removed" ]]; then
+        log "PASS: fathomd freed every controller after disconnect (created: $created)"
+    else
+        log "FAIL: controllers left on the target (created: $created; removed: $removed)"
+        TARGET_RC=1
+    fi
+
     # --- 6. graceful shutdown ----------------------------------------------------------
     if kill -0 "$DAEMON_PID" 2>/dev/null; then
         kill -TERM "$DAEMON_PID"
@@ -193,8 +205,8 @@ fi
 log "guest results ($RESULT):"
 tr -d '\r' < "$RESULT" | grep -E '^(PASS|FAIL|INFO|SUMMARY|SMOKE|E2E_)' | sed 's/^/  /' >&2 || true
 log "total $((SECONDS - T_START))s; logs in $RUN_DIR"
-if ((GUEST_RC != 0 || DAEMON_RC != 0)); then
-    log "FAILED (guest rc=$GUEST_RC, fathomd rc=$DAEMON_RC)"
+if ((GUEST_RC != 0 || DAEMON_RC != 0 || TARGET_RC != 0)); then
+    log "FAILED (guest rc=$GUEST_RC, fathomd rc=$DAEMON_RC, target-side checks rc=$TARGET_RC)"
     exit 1
 fi
 log "OK"

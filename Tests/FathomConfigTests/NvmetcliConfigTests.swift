@@ -1,0 +1,95 @@
+import FathomConfig
+import XCTest
+
+final class NvmetcliConfigTests: XCTestCase {
+    /// The shape `nvmetcli save` writes (kernel attributes included, all as strings).
+    let saved = """
+    {
+      "hosts": [{"nqn": "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555"}],
+      "ports": [{"addr": {"adrfam": "ipv4", "traddr": "0.0.0.0", "treq": "not specified", "trsvcid": "4420", "trtype": "tcp", "tsas": "none"},
+                 "ana_groups": [{"ana": {"state": "optimized"}, "grpid": 1}], "param": {"inline_data_size": "16384", "pi_enable": "0"},
+                 "portid": 1, "referrals": [], "subsystems": ["nqn.2026-11.io.fathom:ds"]}],
+      "subsystems": [{"allowed_hosts": ["nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555"],
+                      "attr": {"allow_any_host": "0", "cntlid_max": "65519", "cntlid_min": "1", "firmware": "6.1", "ieee_oui": "0x000000",
+                               "model": "Linux", "pi_enable": "0", "qid_max": "128", "serial": "a1b2c3d4e5f6", "version": "1.3"},
+                      "namespaces": [{"ana_grpid": 1, "device": {"nguid": "00000000-0000-0000-0000-000000000000", "path": "/srv/ds.img",
+                                                                 "uuid": "2a6cf8c4-3f1e-4b5e-9a0d-1f2e3d4c5b6a"}, "enable": 1, "nsid": 1},
+                                     {"device": {"path": "/srv/off.img"}, "enable": 0, "nsid": 2}],
+                      "nqn": "nqn.2026-11.io.fathom:ds"}]
+    }
+    """
+
+    func testParsesNvmetcliSave() throws {
+        let c = try TargetConfig.parse(json: Array(saved.utf8))
+        XCTAssertEqual(c.listeners.count, 1)
+        XCTAssertEqual(c.listeners[0].address, "0.0.0.0")
+        XCTAssertEqual(c.listeners[0].port, 4420)
+        XCTAssertEqual(c.listeners[0].portID, 1)
+        XCTAssertEqual(c.subsystems[0].serial, "a1b2c3d4e5f6")
+        XCTAssertEqual(c.subsystems[0].model, "Linux")
+        XCTAssertFalse(c.subsystems[0].allowAnyHost)
+        XCTAssertEqual(c.subsystems[0].allowedHosts.count, 1)
+        XCTAssertEqual(c.subsystems[0].namespaces.map(\.nsid), [1], "disabled namespaces are not exported")
+        XCTAssertEqual(c.subsystems[0].namespaces[0].uuid.first, 0x2a)
+        XCTAssertEqual(c.subsystems[0].namespaces[0].path, "/srv/ds.img")
+    }
+
+    func testDefaultsAreStableAcrossLoads() throws {
+        let json = """
+        {"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": 4420, "trtype": "tcp"}, "portid": "2", "subsystems": ["nqn.2026-11.io.fathom:x"]}],
+         "subsystems": [{"nqn": "nqn.2026-11.io.fathom:x", "namespaces": [{"nsid": "3", "device": {"path": "/tmp/x"}, "readonly": true}]}]}
+        """
+        let a = try TargetConfig.parse(json: Array(json.utf8))
+        let b = try TargetConfig.parse(json: Array(json.utf8))
+        XCTAssertEqual(a, b)
+        XCTAssertEqual(a.subsystems[0].namespaces[0].uuid.count, 16)
+        XCTAssertNotEqual(a.subsystems[0].namespaces[0].uuid, a.subsystems[0].namespaces[0].nguid)
+        XCTAssertTrue(a.subsystems[0].namespaces[0].readOnly)
+        XCTAssertFalse(a.subsystems[0].allowAnyHost, "nvmet's default: no host unless allowed")
+        XCTAssertEqual(a.subsystems[0].serial.count, 16)
+    }
+
+    func testErrorsNameKeyAndValue() {
+        func error(_ json: String) -> ConfigError? {
+            do {
+                _ = try TargetConfig.parse(json: Array(json.utf8))
+                return nil
+            } catch { return error }
+        }
+        let port = #"{"addr": {"traddr": "127.0.0.1", "trsvcid": "4420", "trtype": "tcp"}, "portid": 1, "subsystems": ["nqn.2026-11.io.fathom:x"]}"#
+        var e = error(#"{"ports": [\#(port)], "subsystems": [{"nqn": "nqn.2026-11.io.fathom:x", "namespaces": [{"nsid": 0, "device": {"path": "/x"}}]}]}"#)
+        XCTAssertEqual(e?.key, "subsystems[0].namespaces[0].nsid")
+        XCTAssertEqual(e?.value, "\"0\"")
+        e = error(#"{"ports": [\#(port)], "subsystems": [{"nqn": "nqn.bad", "namespaces": []}]}"#)
+        XCTAssertEqual(e?.key, "subsystems[0].nqn")
+        XCTAssertEqual(e?.value, "\"nqn.bad\"")
+        e = error(#"{"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "44x", "trtype": "tcp"}, "portid": 1}], "subsystems": []}"#)
+        XCTAssertEqual(e?.key, "ports[0].addr.trsvcid")
+        e = error(#"{"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "4420", "trtype": "rdma"}, "portid": 1}], "subsystems": []}"#)
+        XCTAssertEqual(e?.key, "ports[0].addr.trtype")
+        XCTAssertTrue(e?.description.contains("tcp") ?? false)
+        e = error(#"{"ports": [{"addr": {"traddr": "300.1.1.1", "trsvcid": "4420", "trtype": "tcp"}, "portid": 1}], "subsystems": []}"#)
+        XCTAssertEqual(e?.key, "ports[0].addr.traddr")
+        e = error(#"{"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "4420", "trtype": "tcp"}, "portid": 1, "subsystems": ["nqn.2026-11.io.fathom:none"]}], "subsystems": []}"#)
+        XCTAssertEqual(e?.key, "ports[0].subsystems[0]")
+        e = error(#"{"ports": [\#(port)], "subsystems": [{"nqn": "nqn.2026-11.io.fathom:x", "namespaces": [{"nsid": 1, "device": {}}]}]}"#)
+        XCTAssertEqual(e?.key, "subsystems[0].namespaces[0].device.path")
+        XCTAssertEqual(e?.value, "(missing)")
+        e = error(#"{"ports": [\#(port)], "subsystems": [{"nqn": "nqn.2026-11.io.fathom:x", "attr": {"allow_any_host": "maybe"}}]}"#)
+        XCTAssertEqual(e?.key, "subsystems[0].attr.allow_any_host")
+        e = error(#"{"ports": [\#(port)], "subsystems": [{"nqn": "nqn.2026-11.io.fathom:x", "namespaces": [{"nsid": 1, "device": {"path": "/x", "uuid": "zz"}}]}]}"#)
+        XCTAssertEqual(e?.key, "subsystems[0].namespaces[0].device.uuid")
+        e = error("{not json")
+        XCTAssertNotNil(e)
+        e = error(#"{"ports": [], "subsystems": []}"#)
+        XCTAssertEqual(e?.key, "ports")
+    }
+
+    func testDemoConfig() {
+        let c = TargetConfig.demo(imagePath: "/tmp/demo.img")
+        XCTAssertEqual(c.listeners[0].address, "127.0.0.1")
+        XCTAssertEqual(c.listeners[0].port, 4420)
+        XCTAssertEqual(c.subsystems[0].nqn, TargetConfig.demoNQN)
+        XCTAssertTrue(c.subsystems[0].allowAnyHost)
+    }
+}

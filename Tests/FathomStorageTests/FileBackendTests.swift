@@ -1,0 +1,77 @@
+import CLiburing
+import FathomStorage
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The file backend driven through a real io_uring, as the reactor drives it.
+final class FileBackendTests: XCTestCase {
+    var path = ""
+
+    override func setUpWithError() throws {
+        path = "/tmp/fathom-storage-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).img"
+        try FileBackend.createSparse(path: path, bytes: 8 * 1024 * 1024)
+    }
+
+    override func tearDown() { unlink(path) }
+
+    private func run(_ backend: FileBackend, _ op: StorageOperation) -> Int32 {
+        var ring = io_uring()
+        XCTAssertEqual(io_uring_queue_init(8, &ring, 0), 0)
+        defer { io_uring_queue_exit(&ring) }
+        let sqe = io_uring_get_sqe(&ring)!
+        if let inline = backend.prepare(op, sqe: sqe) { return inline }
+        io_uring_submit(&ring)
+        var cqe: UnsafeMutablePointer<io_uring_cqe>? = nil
+        XCTAssertEqual(io_uring_wait_cqe(&ring, &cqe), 0)
+        let res = cqe!.pointee.res
+        io_uring_cqe_seen(&ring, cqe)
+        return res
+    }
+
+    func testGeometryAndSparseAllocation() throws {
+        let b = try FileBackend(path: path, readOnly: false)
+        defer { b.close() }
+        XCTAssertEqual(b.blockCount, 16384)
+        XCTAssertEqual(b.blockSizeShift, 9)
+        XCTAssertFalse(b.usesDirectIO)
+        XCTAssertLessThan(b.allocatedBlocks(), 16, "sparse image: nothing allocated yet")
+        let b4k = try FileBackend(path: path, readOnly: true, blockSize: 4096)
+        defer { b4k.close() }
+        XCTAssertEqual(b4k.blockCount, 2048)
+    }
+
+    func testWriteFUAReadFlushThroughTheRing() throws {
+        let b = try FileBackend(path: path, readOnly: false)
+        defer { b.close() }
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: 8192, alignment: 4096)
+        defer { buf.deallocate() }
+        for i in 0..<8192 { buf.storeBytes(of: UInt8(truncatingIfNeeded: i * 7), toByteOffset: i, as: UInt8.self) }
+        XCTAssertEqual(run(b, .write(buffer: buf, length: 8192, offset: 4096, forceUnitAccess: true)), 8192)
+        XCTAssertEqual(run(b, .flush), 0)
+        let back = UnsafeMutableRawPointer.allocate(byteCount: 8192, alignment: 4096)
+        defer { back.deallocate() }
+        XCTAssertEqual(run(b, .read(buffer: back, length: 8192, offset: 4096)), 8192)
+        XCTAssertEqual(memcmp(buf, back, 8192), 0)
+        XCTAssertGreaterThanOrEqual(b.allocatedBlocks(), 16)
+    }
+
+    func testReadOnlyRefusesWrites() throws {
+        let b = try FileBackend(path: path, readOnly: true)
+        defer { b.close() }
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: 512, alignment: 4096)
+        defer { buf.deallocate() }
+        XCTAssertEqual(run(b, .write(buffer: buf, length: 512, offset: 0, forceUnitAccess: false)), -EROFS)
+    }
+
+    func testOpenErrorsSayWhatIsWrong() {
+        XCTAssertThrowsError(try FileBackend(path: "/nonexistent/fathom.img", readOnly: false)) {
+            XCTAssertTrue("\($0)".contains("/nonexistent/fathom.img"))
+            XCTAssertTrue("\($0)".contains("No such file"))
+        }
+        XCTAssertThrowsError(try FileBackend(path: "/tmp", readOnly: false)) {
+            XCTAssertTrue("\($0)".contains("not a regular file or block device"))
+        }
+    }
+}

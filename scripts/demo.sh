@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up and runs the demo target: installs the build dependencies, builds fathomd in
+# release mode and serves a sparse 1 GiB image on 127.0.0.1:4420. Ctrl-C stops it.
+# Extra arguments go to fathomd (e.g. --demo-listen 0.0.0.0:4420, --demo-image PATH).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/install-deps.sh
+swift build -c release --product fathomd
+exec .build/release/fathomd --demo "$@"
