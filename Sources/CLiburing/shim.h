@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <linux/fs.h>
+#include <linux/falloc.h>
 #include <liburing.h>
 
 static const unsigned fathom_IOSQE_IO_LINK = IOSQE_IO_LINK;
@@ -36,6 +37,9 @@ static const int fathom_O_DIRECT = 040000;
 static const int fathom_RWF_DSYNC = RWF_DSYNC;
 static const unsigned long fathom_BLKGETSIZE64 = BLKGETSIZE64;
 static const unsigned long fathom_BLKSSZGET = BLKSSZGET;
+static const int fathom_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
+static const int fathom_FALLOC_FL_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
+static const int fathom_FALLOC_FL_ZERO_RANGE = FALLOC_FL_ZERO_RANGE;
 
 static inline void fathom_sqe_set_rw_flags(struct io_uring_sqe *sqe, int flags) { sqe->rw_flags = flags; }
 static inline void fathom_sqe_set_flags(struct io_uring_sqe *sqe, unsigned flags) { sqe->flags |= (unsigned char)flags; }

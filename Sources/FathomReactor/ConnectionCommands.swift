@@ -51,6 +51,9 @@ extension Connection {
             case let .ok(ns, request):
                 s.pointee.namespace = ns
                 s.pointee.request = request
+                if request.operation == .write && !controller!.volatileWriteCacheEnabled {
+                    s.pointee.request.forceUnitAccess = true
+                }
             }
         }
 

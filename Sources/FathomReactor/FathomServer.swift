@@ -29,7 +29,12 @@ public final class FathomServer {
             for spec in config.subsystems {
                 var namespaces: [Namespace] = []
                 for ns in spec.namespaces {
-                    let backend = try FileBackend(path: ns.path, readOnly: ns.readOnly, directIO: ns.directIO, blockSize: ns.blockSize)
+                    let backend: FileBackend
+                    do {
+                        backend = try FileBackend(path: ns.path, readOnly: ns.readOnly, directIO: ns.directIO, blockSize: ns.blockSize)
+                    } catch {
+                        throw ServerError(message: "subsystem \(spec.nqn) namespace \(ns.nsid): device.path = \"\(ns.path)\": \(error)")
+                    }
                     opened.append(backend)
                     namespaces.append(Namespace(nsid: ns.nsid, nguid: ns.nguid, uuid: ns.uuid, readOnly: ns.readOnly,
                                                 backend: StorageNamespace(backend), label: ns.path))

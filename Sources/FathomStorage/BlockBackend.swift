@@ -5,6 +5,12 @@ public enum StorageOperation {
     case read(buffer: UnsafeMutableRawPointer, length: Int, offset: UInt64)
     case write(buffer: UnsafeMutableRawPointer, length: Int, offset: UInt64, forceUnitAccess: Bool)
     case flush
+    /// The range reads as zeros afterwards. `deallocate` allows freeing the blocks (a hole)
+    /// instead of writing zeros.
+    case writeZeroes(offset: UInt64, length: UInt64, deallocate: Bool)
+    /// The host no longer needs the range (TRIM). Reads of it return zeros afterwards on
+    /// every backend here (DLFEAT reports that).
+    case deallocate(offset: UInt64, length: UInt64)
 }
 
 /// The storage behind a namespace. A backend either prepares an io_uring SQE (the reactor

@@ -79,6 +79,17 @@ public final class FileBackend: BlockBackend {
         case .flush:
             if isReadOnly { return 0 }
             io_uring_prep_fsync(sqe, fd, fathom_IORING_FSYNC_DATASYNC)
+        case let .writeZeroes(offset, length, deallocate):
+            if isReadOnly { return -EROFS }
+            // Files: ZERO_RANGE keeps the blocks allocated, PUNCH_HOLE frees them (holes read
+            // as zeros). Block devices take the same modes: the kernel maps them to the
+            // device's write-zeroes and discard (blkdev_fallocate).
+            let mode = deallocate ? fathom_FALLOC_FL_PUNCH_HOLE | fathom_FALLOC_FL_KEEP_SIZE
+                                  : fathom_FALLOC_FL_ZERO_RANGE | fathom_FALLOC_FL_KEEP_SIZE
+            io_uring_prep_fallocate(sqe, fd, mode, off_t(offset), off_t(length))
+        case let .deallocate(offset, length):
+            if isReadOnly { return -EROFS }
+            io_uring_prep_fallocate(sqe, fd, fathom_FALLOC_FL_PUNCH_HOLE | fathom_FALLOC_FL_KEEP_SIZE, off_t(offset), off_t(length))
         }
         return nil
     }

@@ -21,7 +21,6 @@ public final class Controller {
     public internal(set) var configuration: UInt32 = 0  // CC
     public internal(set) var status: UInt32 = 0         // CSTS
     public internal(set) var asyncEventConfiguration: UInt32 = 0
-    public internal(set) var volatileWriteCacheEnabled = true
     public internal(set) var timestamp: UInt64 = 0
     public internal(set) var timestampSetAtMs: Int64 = 0
     var errorRecovery: UInt32 = 0
@@ -39,6 +38,7 @@ public final class Controller {
     private let dead = Atomic<Bool>(false)
     /// I/O queues granted by Set Features Number of Queues (read at I/O Connect).
     let grantedIOQueues = Atomic<Int>(0)
+    private let writeCacheEnabled = Atomic<Bool>(true)
     let counters = Mutex(HealthCounters())
     private let readCommands = Atomic<UInt64>(0)
     private let writeCommands = Atomic<UInt64>(0)
@@ -80,6 +80,13 @@ public final class Controller {
     public var isDead: Bool { dead.load(ordering: .acquiring) }
 
     public var isReady: Bool { status & 1 != 0 }
+
+    /// Volatile Write Cache feature. When the host turns it off, every write must be
+    /// durable on completion, so the I/O path adds FUA to each write.
+    public var volatileWriteCacheEnabled: Bool {
+        get { writeCacheEnabled.load(ordering: .relaxed) }
+        set { writeCacheEnabled.store(newValue, ordering: .relaxed) }
+    }
 
     /// Adds I/O statistics for the SMART log (called once per completed I/O command).
     /// Relaxed atomic adds, not a lock: queues of one controller run on several reactors.

@@ -23,6 +23,8 @@ public final class QueuePair {
     public struct Response {
         public var cqe: CompletionQueueEntry
         public var data: [UInt8]
+        /// The last C2HData carried SUCCESS and no CapsuleResp came (SQ flow control off).
+        public var completedByC2HSuccess = false
         public var status: NVMeStatus { cqe.status }
     }
 
@@ -137,7 +139,8 @@ public final class QueuePair {
                 entry.readData += pdu[start..<(start + len)]
                 if ch.flags & PDUFlags.success != 0 {
                     pending[h.commandID] = nil
-                    finished[h.commandID] = Response(cqe: CompletionQueueEntry(commandID: h.commandID, status: .success), data: entry.readData)
+                    finished[h.commandID] = Response(cqe: CompletionQueueEntry(commandID: h.commandID, status: .success), data: entry.readData,
+                                                     completedByC2HSuccess: true)
                 } else {
                     pending[h.commandID] = entry
                 }

@@ -135,6 +135,28 @@ final class EndToEndTests: XCTestCase {
         }
     }
 
+    func testSQFlowControlDisableAndWriteCacheOff() throws {
+        let c = try harness.controller(queues: 0)
+        try c.createIOQueues(1, attributes: 0x4)  // CATTR bit 2: host disables SQ flow control
+        let q = c.ioQueues[0]
+        let data = pattern(8192, seed: 31)
+        let w = try q.execute(HostController.writeCommand(nsid: 1, lba: 64, blocks: 16), write: data)
+        XCTAssertTrue(w.status.isSuccess)
+        XCTAssertEqual(w.cqe.sqHead, 0xFFFF, "no SQ head to report")
+        let r = try q.execute(HostController.readCommand(nsid: 1, lba: 64, blocks: 16), readLength: 8192)
+        XCTAssertTrue(r.completedByC2HSuccess, "C2HData SUCCESS replaces the CapsuleResp")
+        XCTAssertEqual(r.data, data)
+        // Without the host's request, SUCCESS is never used.
+        let plain = try harness.controller(queues: 1)
+        let r2 = try plain.ioQueues[0].execute(HostController.readCommand(nsid: 1, lba: 64, blocks: 16), readLength: 8192)
+        XCTAssertFalse(r2.completedByC2HSuccess)
+        // Write cache off: writes still complete (durably) and read back.
+        XCTAssertTrue(try plain.setFeature(0x06, 0).status.isSuccess)
+        XCTAssertEqual(try plain.getFeature(0x06).cqe.dw0, 0)
+        try plain.write(lba: 200, data: data)
+        XCTAssertEqual(try plain.read(lba: 200, blocks: 16), data)
+    }
+
     func testKeepAliveExpiryTearsDownController() throws {
         let c = try harness.controller(queues: 1, keepAliveMs: 1000)
         XCTAssertEqual(harness.target.controllerCount, 1)

@@ -1,0 +1,85 @@
+import CLiburing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A namespace in memory: for tests and for benchmarks that must not measure a disk.
+/// Operations complete inline (there is nothing to wait for), so the reactor skips the
+/// kernel round trip. Pages are reserved lazily by the kernel (anonymous mmap), so a
+/// large, mostly unread namespace costs little.
+public final class MemoryBackend: BlockBackend {
+    public let blockCount: UInt64
+    public let blockSizeShift: UInt8
+    public let isReadOnly: Bool
+    private let base: UnsafeMutableRawPointer
+    private let bytes: Int
+
+    public init(bytes: UInt64, blockSize: Int = 512, readOnly: Bool = false) throws {
+        let size = Int(bytes)
+        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+              p != MAP_FAILED else {
+            throw StorageError(path: "(memory)", errno: errno, action: "cannot reserve \(bytes) bytes for")
+        }
+        base = p
+        self.bytes = size
+        blockSizeShift = UInt8(blockSize.trailingZeroBitCount)
+        blockCount = bytes >> UInt64(blockSizeShift)
+        isReadOnly = readOnly
+    }
+
+    deinit { munmap(base, bytes) }
+
+    public func allocatedBlocks() -> UInt64 { blockCount }
+
+    public func prepare(_ operation: StorageOperation, sqe: UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
+        switch operation {
+        case let .read(buffer, length, offset):
+            buffer.copyMemory(from: base + Int(offset), byteCount: length)
+            return Int32(length)
+        case let .write(buffer, length, offset, _):
+            if isReadOnly { return -EROFS }
+            (base + Int(offset)).copyMemory(from: buffer, byteCount: length)
+            return Int32(length)
+        case .flush:
+            return 0
+        case let .writeZeroes(offset, length, _), let .deallocate(offset, length):
+            if isReadOnly { return -EROFS }
+            memset(base + Int(offset), 0, Int(length))
+            return 0
+        }
+    }
+
+    public func close() {}
+}
+
+/// A namespace that stores nothing: reads return zeros, writes are dropped. The baseline
+/// for measuring the transport alone (SPDK's null bdev, nvmet's null_blk).
+public final class NullBackend: BlockBackend {
+    public let blockCount: UInt64
+    public let blockSizeShift: UInt8
+    public let isReadOnly: Bool
+
+    public init(bytes: UInt64, blockSize: Int = 512, readOnly: Bool = false) {
+        blockSizeShift = UInt8(blockSize.trailingZeroBitCount)
+        blockCount = bytes >> UInt64(blockSizeShift)
+        isReadOnly = readOnly
+    }
+
+    public func allocatedBlocks() -> UInt64 { 0 }
+
+    public func prepare(_ operation: StorageOperation, sqe: UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
+        switch operation {
+        case let .read(buffer, length, _):
+            memset(buffer, 0, length)
+            return Int32(length)
+        case let .write(_, length, _, _):
+            return isReadOnly ? -EROFS : Int32(length)
+        case .flush:
+            return 0
+        case .writeZeroes, .deallocate:
+            return isReadOnly ? -EROFS : 0
+        }
+    }
+
+    public func close() {}
+}
