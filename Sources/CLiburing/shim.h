@@ -37,6 +37,7 @@ static const int fathom_O_DIRECT = 040000;
 static const int fathom_RWF_DSYNC = RWF_DSYNC;
 static const unsigned long fathom_BLKGETSIZE64 = BLKGETSIZE64;
 static const unsigned long fathom_BLKSSZGET = BLKSSZGET;
+static const unsigned long fathom_BLKPBSZGET = BLKPBSZGET;
 static const int fathom_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
 static const int fathom_FALLOC_FL_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
 static const int fathom_FALLOC_FL_ZERO_RANGE = FALLOC_FL_ZERO_RANGE;

@@ -32,12 +32,35 @@ struct CommandSlot {
     var request = BlockRequest(operation: .flush, offset: 0, length: 0, forceUnitAccess: false, startingLBA: 0)
     /// Bytes the backend has finished (short reads/writes are resubmitted for the rest).
     var storageDone = 0
-    /// Result of a backend that completed inline (via a NOP SQE).
-    var inlineResult: Int32? = nil
+    /// A second buffer: what Compare reads to compare against, what Verify and Copy read into.
+    var aux: UnsafeMutableRawPointer? = nil
+    var auxClass = 0
+    var auxLength = 0
+    /// Backend operations of this command still in flight.
+    var pending = 0
+    /// First error of a multi-operation command (-errno), 0 when none.
+    var failure: Int32 = 0
+    /// Where a multi-step command is (see ConnectionStorage).
+    var step = StorageStep.main
+    /// Range index (Dataset Management, Copy) and bytes done within the current range/chunk.
+    var cursor = 0
+    var rangeDone: UInt64 = 0
+    var chunkLength = 0
+    var chunkDone = 0
     /// C2HData bytes that precede the response (0 = none).
     var c2hLength = 0
     /// The C2HData carries SUCCESS and no CapsuleResp follows.
     var skipResponse = false
+}
+
+/// Steps of commands that take more than one backend operation.
+enum StorageStep: UInt8 {
+    case main
+    /// Write Zeroes fallbacks: punch a hole, then write zeros from a zeroed buffer.
+    case punchHole, zeroWrites
+    /// FUA on a command without a FUA flag of its own (Write Zeroes, Copy): a flush after it.
+    case durable
+    case copyRead, copyWrite
 }
 
 /// Slots in chunks of 64 that never move once created, so the queue can grow at Connect

@@ -163,6 +163,7 @@ final class Connection {
     func releaseSlot(_ i: Int) {
         let s = slots[i]
         if let b = s.pointee.buffer { reactor.pool.give(b, sizeClass: s.pointee.bufferClass) }
+        if let a = s.pointee.aux { reactor.pool.give(a, sizeClass: s.pointee.auxClass) }
         s.pointee = CommandSlot()
         slots.give(i)
     }

@@ -96,8 +96,7 @@ extension Connection {
             default: return complete(i, .failure(.invalidOpcode))
             }
         }
-        s.pointee.storageDone = 0
-        submitStorage(i)
+        beginStorage(i)
     }
 
     private func disconnect(_ i: Int, _ c: CommandCompletion) {
@@ -131,72 +130,6 @@ extension Connection {
             logger.warning("connect refused", metadata: ["peer": "\(peer)", "host": "\(d.hostNQN)", "subsystem": "\(d.subsystemNQN)",
                                                          "qid": "\(sqe.connectQueueID)", "status": "\(status)"])
             complete(i, CommandCompletion(status: status, dw0: dw0))
-        }
-    }
-
-    // MARK: Storage
-
-    func submitStorage(_ i: Int) {
-        let s = slots[i]
-        let ns = s.pointee.namespace!
-        let request = s.pointee.request
-        let done = s.pointee.storageDone
-        let backend = unsafeDowncast(ns.backend as AnyObject, to: StorageNamespace.self).store
-        let operation: StorageOperation
-        switch request.operation {
-        case .read:
-            operation = .read(buffer: s.pointee.data! + done, length: request.length - done, offset: request.offset + UInt64(done))
-        case .write:
-            operation = .write(buffer: s.pointee.data! + done, length: request.length - done, offset: request.offset + UInt64(done),
-                               forceUnitAccess: request.forceUnitAccess)
-        case .flush:
-            operation = .flush
-        }
-        let sqe = reactor.ring.sqe(userData(.storage, slot: i))
-        if let inline = backend.prepare(operation, sqe: sqe) {
-            io_uring_prep_nop(sqe)
-            s.pointee.inlineResult = inline
-        }
-        inflight += 1
-    }
-
-    func storageCompleted(_ i: Int, _ kernelResult: Int32) {
-        inflight -= 1
-        let s = slots[i]
-        if state == .closing {
-            releaseSlot(i)
-            return finishIfIdle()
-        }
-        let result = s.pointee.inlineResult ?? kernelResult
-        s.pointee.inlineResult = nil
-        let request = s.pointee.request
-        if result < 0 {
-            let status = Self.status(forErrno: -result, read: request.operation == .read)
-            logger.error("backend I/O failed", metadata: ["namespace": "\(s.pointee.namespace!.label)", "errno": "\(-result)",
-                                                          "op": "\(request.operation)", "offset": "\(request.offset)"])
-            return complete(i, .failure(status), lba: request.startingLBA)
-        }
-        if request.operation != .flush {
-            var done = s.pointee.storageDone + Int(result)
-            if result == 0 {
-                guard request.operation == .read else { return complete(i, .failure(.writeFault), lba: request.startingLBA) }
-                // Past the end of a file shorter than the namespace: a hole, reads as zeros.
-                (s.pointee.data! + done).initializeMemory(as: UInt8.self, repeating: 0, count: request.length - done)
-                done = request.length
-            }
-            s.pointee.storageDone = done
-            if done < request.length { return submitStorage(i) }
-            controller?.account(read: request.operation == .read, bytes: request.length)
-        }
-        complete(i, CommandCompletion(status: .success, dataLength: request.operation == .read ? request.length : 0))
-    }
-
-    static func status(forErrno e: Int32, read: Bool) -> NVMeStatus {
-        switch e {
-        case ENOSPC, EDQUOT: return .capacityExceeded
-        case EROFS, EPERM, EACCES: return .namespaceWriteProtected
-        case EIO, ENXIO, ENODEV: return read ? .unrecoveredReadError : .writeFault
-        default: return .internalError
         }
     }
 

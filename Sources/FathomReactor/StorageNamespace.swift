@@ -10,4 +10,6 @@ final class StorageNamespace: NamespaceBackend {
     var blockCount: UInt64 { store.blockCount }
     var blockSizeShift: UInt8 { store.blockSizeShift }
     func allocatedBlocks() -> UInt64 { store.allocatedBlocks() }
+    var deallocatedReadsZero: Bool { store.deallocatedReadsZero }
+    var preferredWriteBlocks: UInt16 { store.preferredWriteBlocks }
 }

@@ -22,8 +22,14 @@ public protocol BlockBackend: AnyObject {
     var isReadOnly: Bool { get }
     /// Blocks allocated on the backing store (st_blocks for sparse files).
     func allocatedBlocks() -> UInt64
-    /// Fills `sqe` for `operation`, or returns the result (bytes or -errno) when done inline.
-    func prepare(_ operation: StorageOperation, sqe: UnsafeMutablePointer<io_uring_sqe>) -> Int32?
+    /// A deallocated range reads back as zeros.
+    var deallocatedReadsZero: Bool { get }
+    /// Preferred write granularity in logical blocks (0 = no hint).
+    var preferredWriteBlocks: UInt16 { get }
+    /// Prepares `operation` on an SQE obtained from `sqe` (the completion arrives on the
+    /// ring), or performs it inline without taking one and returns the result (bytes or
+    /// -errno).
+    func prepare(_ operation: StorageOperation, sqe: () -> UnsafeMutablePointer<io_uring_sqe>) -> Int32?
     /// Releases the file descriptor. Called once no operation is in flight.
     func close()
 }

@@ -58,7 +58,20 @@ public final class FileBackend: BlockBackend {
         self.isReadOnly = readOnly
         self.isBlockDevice = isBlock
         self.usesDirectIO = direct
+        var physical = Int(st.st_blksize)
+        if isBlock {
+            var pbs: UInt32 = 0
+            if ioctl(fd, fathom_BLKPBSZGET, &pbs) == 0 { physical = Int(pbs) }
+        }
+        preferredWriteBlocks = UInt16(clamping: max(1, physical >> Int(shift)))
     }
+
+    /// Holes punched in a file read as zeros. A block device's discard promises nothing, so
+    /// it is not reported there (Write Zeroes still zeroes).
+    public var deallocatedReadsZero: Bool { !isBlockDevice }
+
+    /// The filesystem block or the device's physical block, in logical blocks.
+    public let preferredWriteBlocks: UInt16
 
     public func allocatedBlocks() -> UInt64 {
         if isBlockDevice { return blockCount }
@@ -68,17 +81,18 @@ public final class FileBackend: BlockBackend {
     }
 
     @inline(__always)
-    public func prepare(_ operation: StorageOperation, sqe: UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
+    public func prepare(_ operation: StorageOperation, sqe get: () -> UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
         switch operation {
         case let .read(buffer, length, offset):
-            io_uring_prep_read(sqe, fd, buffer, UInt32(length), offset)
+            io_uring_prep_read(get(), fd, buffer, UInt32(length), offset)
         case let .write(buffer, length, offset, fua):
             if isReadOnly { return -EROFS }
+            let sqe = get()
             io_uring_prep_write(sqe, fd, buffer, UInt32(length), offset)
             if fua { fathom_sqe_set_rw_flags(sqe, fathom_RWF_DSYNC) }
         case .flush:
             if isReadOnly { return 0 }
-            io_uring_prep_fsync(sqe, fd, fathom_IORING_FSYNC_DATASYNC)
+            io_uring_prep_fsync(get(), fd, fathom_IORING_FSYNC_DATASYNC)
         case let .writeZeroes(offset, length, deallocate):
             if isReadOnly { return -EROFS }
             // Files: ZERO_RANGE keeps the blocks allocated, PUNCH_HOLE frees them (holes read
@@ -86,10 +100,10 @@ public final class FileBackend: BlockBackend {
             // device's write-zeroes and discard (blkdev_fallocate).
             let mode = deallocate ? fathom_FALLOC_FL_PUNCH_HOLE | fathom_FALLOC_FL_KEEP_SIZE
                                   : fathom_FALLOC_FL_ZERO_RANGE | fathom_FALLOC_FL_KEEP_SIZE
-            io_uring_prep_fallocate(sqe, fd, mode, off_t(offset), off_t(length))
+            io_uring_prep_fallocate(get(), fd, mode, off_t(offset), off_t(length))
         case let .deallocate(offset, length):
             if isReadOnly { return -EROFS }
-            io_uring_prep_fallocate(sqe, fd, fathom_FALLOC_FL_PUNCH_HOLE | fathom_FALLOC_FL_KEEP_SIZE, off_t(offset), off_t(length))
+            io_uring_prep_fallocate(get(), fd, fathom_FALLOC_FL_PUNCH_HOLE | fathom_FALLOC_FL_KEEP_SIZE, off_t(offset), off_t(length))
         }
         return nil
     }

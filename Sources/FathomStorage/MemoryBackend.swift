@@ -30,8 +30,10 @@ public final class MemoryBackend: BlockBackend {
     deinit { munmap(base, bytes) }
 
     public func allocatedBlocks() -> UInt64 { blockCount }
+    public var deallocatedReadsZero: Bool { true }
+    public var preferredWriteBlocks: UInt16 { 0 }
 
-    public func prepare(_ operation: StorageOperation, sqe: UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
+    public func prepare(_ operation: StorageOperation, sqe: () -> UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
         switch operation {
         case let .read(buffer, length, offset):
             buffer.copyMemory(from: base + Int(offset), byteCount: length)
@@ -66,8 +68,10 @@ public final class NullBackend: BlockBackend {
     }
 
     public func allocatedBlocks() -> UInt64 { 0 }
+    public var deallocatedReadsZero: Bool { true }
+    public var preferredWriteBlocks: UInt16 { 0 }
 
-    public func prepare(_ operation: StorageOperation, sqe: UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
+    public func prepare(_ operation: StorageOperation, sqe: () -> UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
         switch operation {
         case let .read(buffer, length, _):
             memset(buffer, 0, length)

@@ -121,6 +121,6 @@ extension Controller {
             maxCommands: UInt16(min(settings.maxQueueEntries, 0xFFFF)),
             inCapsuleDataSize: settings.ioInCapsuleDataSize, keepAliveSupport: settings.keepAliveGranularity,
             volatileWriteCache: !isDiscovery, multiController: !isDiscovery, asyncEventLimit: Self.asyncEventLimit,
-            optionalNVMCommands: 0)
+            optionalNVMCommands: isDiscovery ? 0 : IOCommand.optionalCommandSupport)
     }
 }

@@ -1,14 +1,22 @@
 import CNVMeTypes
 import NVMeWire
 
-/// A validated I/O command, ready for a backend: byte offset and length on the namespace.
+/// A validated I/O command, ready for a backend: byte offsets and lengths on the namespace.
 public struct BlockRequest: Sendable {
-    public enum Operation: Sendable { case read, write, flush }
+    public enum Operation: Sendable { case read, write, flush, writeZeroes, deallocate, compare, verify, copy }
     public var operation: Operation
+    /// Byte offset of the range (read, write, compare, verify, write zeroes).
     public var offset: UInt64
+    /// Byte length of the range; for read, write and compare also the data transfer.
     public var length: Int
     public var forceUnitAccess: Bool
     public var startingLBA: UInt64
+    /// Write Zeroes: the blocks may be deallocated (DEAC).
+    public var deallocate = false
+    /// Dataset Management / Copy: number of range descriptors in the command's data.
+    public var rangeCount = 0
+    /// Copy: byte offset of the destination.
+    public var destination: UInt64 = 0
 
     public init(operation: Operation, offset: UInt64, length: Int, forceUnitAccess: Bool, startingLBA: UInt64) {
         self.operation = operation
@@ -19,14 +27,29 @@ public struct BlockRequest: Sendable {
     }
 }
 
-/// Decoding of I/O queue commands. Everything the host controls is checked here: opcode,
-/// NSID, LBA range, transfer size against MDTS and against the SGL, write protection.
+/// Opcodes of the NVM command set that Fathom implements, and what Identify reports of them.
 public enum IOCommand {
-    public static let read = UInt8(nvme_cmd_read.rawValue)
-    public static let write = UInt8(nvme_cmd_write.rawValue)
     public static let flush = UInt8(nvme_cmd_flush.rawValue)
-    static let supportedOpcodes: [UInt8] = [flush, write, read]
-    static let writeOpcodes: Set<UInt8> = [write]
+    public static let write = UInt8(nvme_cmd_write.rawValue)
+    public static let read = UInt8(nvme_cmd_read.rawValue)
+    public static let compare = UInt8(nvme_cmd_compare.rawValue)
+    public static let writeZeroes = UInt8(nvme_cmd_write_zeroes.rawValue)
+    public static let datasetManagement = UInt8(nvme_cmd_dsm.rawValue)
+    public static let verify = UInt8(nvme_cmd_verify.rawValue)
+    public static let copy = UInt8(nvme_cmd_copy.rawValue)
+    static let supportedOpcodes: [UInt8] = [flush, write, read, compare, writeZeroes, datasetManagement, verify, copy]
+    static let writeOpcodes: Set<UInt8> = [write, writeZeroes, datasetManagement, copy]
+
+    /// ONCS: Compare, DSM, Write Zeroes, Save/Select in features, Timestamp, Verify, Copy —
+    /// exactly the optional commands that are implemented.
+    public static let optionalCommandSupport: UInt16 = 1 << 0 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 6 | 1 << 7 | 1 << 8
+
+    /// Copy limits reported in Identify Namespace (in logical blocks; MSRC is 0-based).
+    public static let maxSingleSourceRange: UInt16 = 2048
+    public static let maxCopyLength: UInt32 = 65536
+    public static let maxSourceRangeCount: UInt8 = 127
+    /// Largest Dataset Management range count (NR is 0-based, 8 bits).
+    public static let maxDatasetRanges = 256
 }
 
 /// The result of decoding one I/O command.
@@ -36,47 +59,66 @@ public enum IODecode {
 
     @inline(__always)
     public init(_ sqe: SubmissionQueueEntry, subsystem: Subsystem, maxTransfer: Int) {
-        let op: BlockRequest.Operation
+        guard let ns = subsystem.namespace(sqe.nsid) else {
+            self = .fail(sqe.opcodeIsKnownIO ? .invalidNamespace : .invalidOpcode)
+            return
+        }
+        let shift = UInt64(ns.blockSizeShift)
+        let sglLength = Int(sqe.sgl.length)
+        func range(_ blocks: UInt64) -> NVMeStatus? {
+            let slba = sqe.startingLBA
+            return slba < ns.blockCount && blocks <= ns.blockCount - slba ? nil : .lbaOutOfRange
+        }
         switch sqe.opcode {
-        case IOCommand.read: op = .read
-        case IOCommand.write: op = .write
-        case IOCommand.flush: op = .flush
+        case IOCommand.read, IOCommand.write, IOCommand.compare:
+            let write = sqe.opcode == IOCommand.write
+            if write && ns.readOnly { self = .fail(.namespaceWriteProtected); return }
+            let blocks = UInt64(sqe.blockCountMinusOne) + 1
+            if let s = range(blocks) { self = .fail(s); return }
+            let length = Int(blocks << shift)
+            guard length <= maxTransfer else { self = .fail(.invalidField); return }
+            guard sglLength == length else { self = .fail(.dataSGLLengthInvalid); return }
+            let op: BlockRequest.Operation = sqe.opcode == IOCommand.read ? .read : (write ? .write : .compare)
+            self = .ok(ns, BlockRequest(operation: op, offset: sqe.startingLBA << shift, length: length,
+                                        forceUnitAccess: sqe.forceUnitAccess, startingLBA: sqe.startingLBA))
+        case IOCommand.flush:
+            guard sglLength == 0 else { self = .fail(.dataSGLLengthInvalid); return }
+            self = .ok(ns, BlockRequest(operation: .flush, offset: 0, length: 0, forceUnitAccess: false, startingLBA: 0))
+        case IOCommand.writeZeroes, IOCommand.verify:
+            let zeroes = sqe.opcode == IOCommand.writeZeroes
+            if zeroes && ns.readOnly { self = .fail(.namespaceWriteProtected); return }
+            guard sglLength == 0 else { self = .fail(.dataSGLLengthInvalid); return }
+            let blocks = UInt64(sqe.blockCountMinusOne) + 1
+            if let s = range(blocks) { self = .fail(s); return }
+            var r = BlockRequest(operation: zeroes ? .writeZeroes : .verify, offset: sqe.startingLBA << shift,
+                                 length: Int(blocks << shift), forceUnitAccess: sqe.forceUnitAccess, startingLBA: sqe.startingLBA)
+            r.deallocate = zeroes && sqe.cdw12 & (1 << 25) != 0
+            self = .ok(ns, r)
+        case IOCommand.datasetManagement:
+            let count = Int(sqe.cdw10 & 0xFF) + 1
+            guard sglLength == count * LBARanges.dsmEntrySize else { self = .fail(.dataSGLLengthInvalid); return }
+            let deallocate = sqe.cdw11 & (1 << 2) != 0
+            if deallocate && ns.readOnly { self = .fail(.namespaceWriteProtected); return }
+            var r = BlockRequest(operation: .deallocate, offset: 0, length: 0, forceUnitAccess: false, startingLBA: 0)
+            r.rangeCount = deallocate ? count : 0  // IDR/IDW hints alone need no work
+            self = .ok(ns, r)
+        case IOCommand.copy:
+            if ns.readOnly { self = .fail(.namespaceWriteProtected); return }
+            let count = Int(sqe.cdw12 & 0xFF) + 1
+            guard (sqe.cdw12 >> 8) & 0xF == 0 else { self = .fail(.invalidField); return }  // descriptor format 0 only
+            guard count <= Int(IOCommand.maxSourceRangeCount) + 1 else { self = .fail(.commandSizeLimitExceeded); return }
+            guard sglLength == count * LBARanges.copyEntrySize else { self = .fail(.dataSGLLengthInvalid); return }
+            var r = BlockRequest(operation: .copy, offset: 0, length: 0, forceUnitAccess: sqe.cdw12 & (1 << 30) != 0,
+                                 startingLBA: sqe.startingLBA)
+            r.rangeCount = count
+            r.destination = sqe.startingLBA << shift
+            self = .ok(ns, r)
         default:
             self = .fail(.invalidOpcode)
-            return
         }
-        guard let ns = subsystem.namespace(sqe.nsid) else {
-            self = .fail(.invalidNamespace)
-            return
-        }
-        if op == .flush {
-            guard sqe.sgl.length == 0 else {
-                self = .fail(.dataSGLLengthInvalid)
-                return
-            }
-            self = .ok(ns, BlockRequest(operation: .flush, offset: 0, length: 0, forceUnitAccess: false, startingLBA: 0))
-            return
-        }
-        if op == .write && ns.readOnly {
-            self = .fail(.namespaceWriteProtected)
-            return
-        }
-        let slba = sqe.startingLBA
-        let blocks = UInt64(sqe.blockCountMinusOne) + 1
-        guard slba < ns.blockCount, blocks <= ns.blockCount - slba else {
-            self = .fail(.lbaOutOfRange)
-            return
-        }
-        let length = Int(blocks) << Int(ns.blockSizeShift)
-        guard length <= maxTransfer else {
-            self = .fail(.invalidField)
-            return
-        }
-        guard Int(sqe.sgl.length) == length else {
-            self = .fail(.dataSGLLengthInvalid)
-            return
-        }
-        self = .ok(ns, BlockRequest(operation: op, offset: slba << UInt64(ns.blockSizeShift), length: length,
-                                    forceUnitAccess: sqe.forceUnitAccess, startingLBA: slba))
     }
+}
+
+extension SubmissionQueueEntry {
+    var opcodeIsKnownIO: Bool { IOCommand.supportedOpcodes.contains(opcode) }
 }

@@ -9,6 +9,10 @@ public protocol NamespaceBackend: AnyObject {
     var blockSizeShift: UInt8 { get }
     /// Blocks actually allocated on the backing store (for NUSE of sparse files).
     func allocatedBlocks() -> UInt64
+    /// Deallocated (trimmed) blocks are guaranteed to read as zeros (DLFEAT).
+    var deallocatedReadsZero: Bool { get }
+    /// Preferred write granularity in logical blocks (NPWG/NOWS), 0 when unknown.
+    var preferredWriteBlocks: UInt16 { get }
 }
 
 /// A namespace of a subsystem: identity plus the backend that stores its blocks.
@@ -36,7 +40,11 @@ public final class Namespace {
     }
 
     public func identity(shared: Bool) -> NamespaceIdentity {
-        NamespaceIdentity(blockCount: blockCount, blocksInUse: backend.allocatedBlocks(), blockSizeShift: blockSizeShift,
-                          nguid: nguid, uuid: uuid, writeProtected: readOnly, shared: shared)
+        var id = NamespaceIdentity(blockCount: blockCount, blocksInUse: backend.allocatedBlocks(), blockSizeShift: blockSizeShift,
+                                   nguid: nguid, uuid: uuid, writeProtected: readOnly, shared: shared,
+                                   preferredWriteGranularity: backend.preferredWriteBlocks)
+        id.deallocatedReadsZero = backend.deallocatedReadsZero
+        id.copyLimits = (IOCommand.maxSingleSourceRange, IOCommand.maxCopyLength, IOCommand.maxSourceRangeCount)
+        return id
     }
 }

@@ -14,6 +14,10 @@ public struct NamespaceIdentity: Sendable {
     public var shared: Bool
     /// Preferred write granularity/alignment in blocks, from the backing store (0 = unknown).
     public var preferredWriteGranularity: UInt16
+    /// DLFEAT: deallocated blocks read as zeros (and Write Zeroes may deallocate).
+    public var deallocatedReadsZero = false
+    /// Copy limits: MSSRL (blocks), MCL (blocks), MSRC (0-based range count); nil = no Copy.
+    public var copyLimits: (UInt16, UInt32, UInt8)? = nil
 
     public init(blockCount: UInt64, blocksInUse: UInt64, blockSizeShift: UInt8, nguid: [UInt8], uuid: [UInt8],
                 writeProtected: Bool, shared: Bool, preferredWriteGranularity: UInt16 = 0) {
@@ -45,6 +49,14 @@ public struct NamespaceIdentity: Sendable {
             ns.nows = g
         }
         ns.nsattr = writeProtected ? 1 : 0
+        // DLFEAT bits 2:0 = 001b (deallocated blocks read as zeros), bit 3: Write Zeroes
+        // with DEAC deallocates.
+        ns.dlfeat = deallocatedReadsZero ? 0x09 : 0
+        if let (mssrl, mcl, msrc) = copyLimits {
+            ns.mssrl = mssrl.littleEndian
+            ns.mcl = mcl.littleEndian
+            ns.msrc = msrc
+        }
         withUnsafeMutableBytes(of: &ns.nguid) { $0.copyBytes(from: nguid.prefix(16)) }
         ns.lbaf.0.ds = blockSizeShift
         return withUnsafeBytes(of: &ns) { Array($0) }

@@ -54,6 +54,9 @@ public struct NVMeStatus: Equatable, Hashable, Sendable, CustomStringConvertible
     public static let invalidQueueSize = specific(NVME_SC_QUEUE_SIZE)
     public static let invalidQueueIdentifier = specific(NVME_SC_QID_INVALID)
     public static let writeFault = NVMeStatus(type: UInt8(NVME_SCT_MEDIA.rawValue), code: UInt8(NVME_SC_WRITE_FAULT.rawValue))
+    public static let compareFailure = NVMeStatus(type: UInt8(NVME_SCT_MEDIA.rawValue), code: UInt8(NVME_SC_COMPARE_FAILED.rawValue))
+    /// NVM command set specific 83h (Copy beyond MSSRL, MCL or MSRC); libnvme 1.3 predates it.
+    public static let commandSizeLimitExceeded = NVMeStatus(type: 1, code: 0x83)
     public static let unrecoveredReadError = NVMeStatus(type: UInt8(NVME_SCT_MEDIA.rawValue), code: UInt8(NVME_SC_READ_ERROR.rawValue))
     // Fabrics command specific statuses (NVMe-oF 1.1, Connect).
     public static let connectIncompatibleFormat = specific(NVME_SC_CONNECT_FORMAT)

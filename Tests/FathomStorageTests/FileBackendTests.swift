@@ -20,8 +20,7 @@ final class FileBackendTests: XCTestCase {
         var ring = io_uring()
         XCTAssertEqual(io_uring_queue_init(8, &ring, 0), 0)
         defer { io_uring_queue_exit(&ring) }
-        let sqe = io_uring_get_sqe(&ring)!
-        if let inline = backend.prepare(op, sqe: sqe) { return inline }
+        if let inline = backend.prepare(op, sqe: { io_uring_get_sqe(&ring)! }) { return inline }
         io_uring_submit(&ring)
         var cqe: UnsafeMutablePointer<io_uring_cqe>? = nil
         XCTAssertEqual(io_uring_wait_cqe(&ring, &cqe), 0)

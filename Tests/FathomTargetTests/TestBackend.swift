@@ -9,4 +9,6 @@ final class FakeBackend: NamespaceBackend {
         blockSizeShift = shift
     }
     func allocatedBlocks() -> UInt64 { blockCount / 2 }
+    var deallocatedReadsZero: Bool { true }
+    var preferredWriteBlocks: UInt16 { 8 }
 }
