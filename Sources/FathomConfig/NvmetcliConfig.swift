@@ -42,13 +42,18 @@ public struct NvmetcliConfig: Codable, Sendable {
         public var readonly: FlexibleValue?
 
         public struct Device: Codable, Sendable {
-            public var path: String
+            public var path: String?
             public var uuid: String?
             public var nguid: String?
             /// Fathom: "1" to open with O_DIRECT (default: buffered for files, direct for devices).
             public var direct_io: FlexibleValue?
             /// Fathom: logical block size of a file-backed namespace, 512 or 4096.
             public var block_size: FlexibleValue?
+            /// Fathom: "file" (default: a regular file or block device at `path`), "memory"
+            /// or "null" (both need `size`; for tests and benchmarks).
+            public var backend: String?
+            /// Fathom: size of a memory or null namespace, bytes or with a K/M/G/T suffix.
+            public var size: FlexibleValue?
         }
     }
 

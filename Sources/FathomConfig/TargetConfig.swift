@@ -21,7 +21,11 @@ public struct TargetConfig: Sendable, Equatable {
     }
 
     public struct NamespaceSpec: Sendable, Equatable {
+        public enum Backend: String, Sendable { case file, memory, null }
         public var nsid: UInt32
+        public var backend: Backend = .file
+        /// Size of memory and null namespaces, in bytes.
+        public var size: UInt64 = 0
         public var path: String
         public var uuid: [UInt8]
         public var nguid: [UInt8]
@@ -99,7 +103,24 @@ extension TargetConfig {
                 guard nsids.insert(UInt32(nsid)).inserted else { throw ConfigError("\(nkey).nsid", ns.nsid.description, "is used twice in \(s.nqn)") }
                 if let e = ns.enable, let on = e.bool, !on { continue }
                 if let e = ns.enable, e.bool == nil { throw ConfigError("\(nkey).enable", e.description, "must be 0 or 1") }
-                guard !ns.device.path.isEmpty else { throw ConfigError("\(nkey).device.path", "\"\"", "must name a file or block device") }
+                var backend = NamespaceSpec.Backend.file
+                if let b = ns.device.backend {
+                    guard let v = NamespaceSpec.Backend(rawValue: b) else {
+                        throw ConfigError("\(nkey).device.backend", "\"\(b)\"", "must be \"file\", \"memory\" or \"null\"")
+                    }
+                    backend = v
+                }
+                var size: UInt64 = 0
+                if backend != .file {
+                    guard let s = ns.device.size else { throw ConfigError("\(nkey).device.size", "(missing)", "is required for a \(backend) namespace") }
+                    guard let bytes = ByteSize.parse(s.text), bytes >= 4096 else {
+                        throw ConfigError("\(nkey).device.size", s.description, "must be a size such as 1073741824, 512M or 4G (at least 4K)")
+                    }
+                    size = bytes
+                } else {
+                    guard let p = ns.device.path else { throw ConfigError("\(nkey).device.path", "(missing)", "is required") }
+                    guard !p.isEmpty else { throw ConfigError("\(nkey).device.path", "\"\"", "must name a file or block device") }
+                }
                 let uuid: [UInt8]
                 if let text = ns.device.uuid, !text.isEmpty {
                     guard let u = UUIDText.parse(text) else { throw ConfigError("\(nkey).device.uuid", "\"\(text)\"", "is not a UUID (32 hex digits)") }
@@ -129,8 +150,11 @@ extension TargetConfig {
                     guard let v = b.int, v == 512 || v == 4096 else { throw ConfigError("\(nkey).device.block_size", b.description, "must be 512 or 4096") }
                     blockSize = v
                 }
-                namespaces.append(NamespaceSpec(nsid: UInt32(nsid), path: ns.device.path, uuid: uuid, nguid: nguid,
-                                                readOnly: readOnly, directIO: direct, blockSize: blockSize))
+                var spec = NamespaceSpec(nsid: UInt32(nsid), path: ns.device.path ?? "", uuid: uuid, nguid: nguid,
+                                         readOnly: readOnly, directIO: direct, blockSize: blockSize)
+                spec.backend = backend
+                spec.size = size
+                namespaces.append(spec)
             }
             subsystems.append(SubsystemSpec(nqn: s.nqn, serial: serial, model: model, allowAnyHost: allowAny,
                                             allowedHosts: hosts, namespaces: namespaces))
@@ -196,6 +220,21 @@ extension ConfigError {
         @unknown default:
             return ConfigError("(document)", "", "\(error)")
         }
+    }
+}
+
+/// "4096", "512K", "64M", "4G", "1T" (binary units) as bytes.
+public enum ByteSize {
+    public static func parse(_ text: String) -> UInt64? {
+        let t = String(text.filter { $0 != " " }).uppercased()
+        guard let last = t.last else { return nil }
+        let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+        if let unit = units[last] {
+            guard let n = UInt64(t.dropLast()) else { return nil }
+            let (v, overflow) = n.multipliedReportingOverflow(by: unit)
+            return overflow ? nil : v
+        }
+        return UInt64(t)
     }
 }
 

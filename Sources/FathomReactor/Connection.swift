@@ -133,6 +133,7 @@ final class Connection {
         Glibc.close(fd)
         if let ctrl = controller {
             if isAdminQueue {
+                ctrl.setEventRoute(nil)
                 reactor.target.remove(ctrl)
                 logger.info("controller \(ctrl.id) removed", metadata: ["host": "\(ctrl.hostNQN)", "reason": "\(closeReason)"])
             } else {

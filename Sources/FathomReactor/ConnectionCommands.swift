@@ -120,6 +120,12 @@ extension Connection {
             // Twice the queue depth: a slot stays busy until its response has left, which
             // can be after the host saw it and reused the command ID.
             slots.grow(to: 2 * sqsize + 1)
+            if queueID == 0 {
+                let reactor = self.reactor
+                ctrl.setEventRoute(Controller.EventRoute(
+                    run: { work in reactor.post(work) },
+                    complete: { [weak self] cid, dw0 in self?.completeHeldEvent(commandID: cid, dw0: dw0) }))
+            }
             logger.info(queueID == 0 ? "controller \(ctrl.id) created" : "I/O queue connected",
                         metadata: ["host": "\(ctrl.hostNQN)", "peer": "\(peer)", "subsystem": "\(ctrl.subsystem.nqn)",
                                    "qid": "\(queueID)", "sqsize": "\(sqsize)", "kato_ms": "\(ctrl.keepAliveTimeoutMs)",

@@ -15,7 +15,8 @@ public final class FathomServer {
     public let target: Target
     private let reactors: [Reactor]
     private var threads: [pthread_t] = []
-    private var backends: [BlockBackend] = []
+    /// The configuration in effect (reload compares against it).
+    private var config: TargetConfig
     private var nextIndex = 0
     private let logger: Logger
     /// TCP ports actually bound, in configuration order (useful when the config said 0).
@@ -23,34 +24,12 @@ public final class FathomServer {
 
     public init(config: TargetConfig, settings: TargetSettings = TargetSettings(), reactorCount: Int, logger: Logger) throws {
         self.logger = logger
-        var opened: [BlockBackend] = []
         var subsystems: [Subsystem] = []
-        do {
-            for spec in config.subsystems {
-                var namespaces: [Namespace] = []
-                for ns in spec.namespaces {
-                    let backend: FileBackend
-                    do {
-                        backend = try FileBackend(path: ns.path, readOnly: ns.readOnly, directIO: ns.directIO, blockSize: ns.blockSize)
-                    } catch {
-                        throw ServerError(message: "subsystem \(spec.nqn) namespace \(ns.nsid): device.path = \"\(ns.path)\": \(error)")
-                    }
-                    opened.append(backend)
-                    namespaces.append(Namespace(nsid: ns.nsid, nguid: ns.nguid, uuid: ns.uuid, readOnly: ns.readOnly,
-                                                backend: StorageNamespace(backend), label: ns.path))
-                    logger.info("namespace ready", metadata: [
-                        "subsystem": "\(spec.nqn)", "nsid": "\(ns.nsid)", "path": "\(ns.path)",
-                        "blocks": "\(backend.blockCount)", "block_size": "\(1 << backend.blockSizeShift)",
-                        "readonly": "\(ns.readOnly)", "direct_io": "\(backend.usesDirectIO)"])
-                }
-                subsystems.append(Subsystem(nqn: spec.nqn, serial: spec.serial, model: spec.model, allowAnyHost: spec.allowAnyHost,
-                                            allowedHosts: Set(spec.allowedHosts), namespaces: namespaces))
-            }
-        } catch {
-            for b in opened { b.close() }
-            throw error
+        for spec in config.subsystems {
+            let namespaces = try spec.namespaces.map { try Self.openNamespace($0, subsystem: spec.nqn, logger: logger) }
+            subsystems.append(Subsystem(nqn: spec.nqn, serial: spec.serial, model: spec.model, allowAnyHost: spec.allowAnyHost,
+                                        allowedHosts: Set(spec.allowedHosts), namespaces: namespaces))
         }
-        backends = opened
         var listeners: [Listener] = []
         do {
             for l in config.listeners {
@@ -59,9 +38,9 @@ public final class FathomServer {
             }
         } catch {
             for l in listeners { l.close() }
-            for b in opened { b.close() }
             throw error
         }
+        self.config = config
         boundPorts = listeners.map(\.boundPort)
         target = Target(settings: settings, subsystems: subsystems, ports: listeners.map(\.port))
         let target = self.target
@@ -70,8 +49,95 @@ public final class FathomServer {
         for r in reactors { r.server = self }
         for l in listeners {
             self.logger.info("listening", metadata: ["address": "\(l.port.address)", "port": "\(l.boundPort)",
-                                                 "portid": "\(l.port.id)", "subsystems": "\(l.port.subsystemNQNs.joined(separator: ","))"])
+                                                      "portid": "\(l.port.id)", "subsystems": "\(l.port.subsystemNQNs.joined(separator: ","))"])
         }
+    }
+
+    /// Opens the backend of one configured namespace. Errors name the namespace and its path.
+    static func openNamespace(_ ns: TargetConfig.NamespaceSpec, subsystem: String, logger: Logger) throws -> Namespace {
+        let backend: BlockBackend
+        var label = ns.path
+        do {
+            switch ns.backend {
+            case .file:
+                backend = try FileBackend(path: ns.path, readOnly: ns.readOnly, directIO: ns.directIO, blockSize: ns.blockSize)
+            case .memory:
+                backend = try MemoryBackend(bytes: ns.size, blockSize: ns.blockSize, readOnly: ns.readOnly)
+                label = "memory:\(ns.size)"
+            case .null:
+                backend = NullBackend(bytes: ns.size, blockSize: ns.blockSize, readOnly: ns.readOnly)
+                label = "null:\(ns.size)"
+            }
+        } catch {
+            throw ServerError(message: "subsystem \(subsystem) namespace \(ns.nsid): device.path = \"\(ns.path)\": \(error)")
+        }
+        logger.info("namespace ready", metadata: [
+            "subsystem": "\(subsystem)", "nsid": "\(ns.nsid)", "backend": "\(label)",
+            "blocks": "\(backend.blockCount)", "block_size": "\(1 << backend.blockSizeShift)", "readonly": "\(ns.readOnly)"])
+        return Namespace(nsid: ns.nsid, nguid: ns.nguid, uuid: ns.uuid, readOnly: ns.readOnly,
+                         backend: StorageNamespace(backend), label: label)
+    }
+
+    /// Applies a new configuration to the running target: namespaces are added, removed,
+    /// replaced or resized (a backing file that grew or shrank) and every controller of the
+    /// subsystem gets a Namespace Attribute Changed event. Every new backend is opened before
+    /// anything changes, so a failure leaves the running target as it was. Changes that need
+    /// a restart (ports, subsystems, hosts) are reported, not applied.
+    @discardableResult
+    public func reload(_ new: TargetConfig) throws -> [String] {
+        var notes: [String] = []
+        if new.listeners != config.listeners { notes.append("ports changed: restart fathomd to apply") }
+        var plans: [(Subsystem, [Namespace])] = []
+        for spec in new.subsystems {
+            guard let subsystem = target.subsystems[spec.nqn] else {
+                notes.append("subsystem \(spec.nqn) is new: restart fathomd to add it")
+                continue
+            }
+            let old = config.subsystems.first { $0.nqn == spec.nqn }
+            if old?.allowAnyHost != spec.allowAnyHost || old?.allowedHosts != spec.allowedHosts || old?.serial != spec.serial
+                || old?.model != spec.model {
+                notes.append("subsystem \(spec.nqn): host access or identity changed: restart fathomd to apply")
+            }
+            var list: [Namespace] = []
+            for ns in spec.namespaces {
+                if let current = subsystem.namespace(ns.nsid), old?.namespaces.first(where: { $0.nsid == ns.nsid }) == ns,
+                   !Self.sizeChanged(current, ns) {
+                    list.append(current)
+                } else {
+                    list.append(try Self.openNamespace(ns, subsystem: spec.nqn, logger: logger))
+                }
+            }
+            plans.append((subsystem, list))
+        }
+        for s in config.subsystems where !new.subsystems.contains(where: { $0.nqn == s.nqn }) {
+            notes.append("subsystem \(s.nqn) was removed from the file: restart fathomd to remove it")
+        }
+        for (subsystem, list) in plans {
+            let before = Set(subsystem.namespaces.map(\.nsid))
+            let changed = subsystem.replaceNamespaces(list)
+            for nsid in changed {
+                let now = subsystem.namespace(nsid)
+                let what = now == nil ? "removed" : (before.contains(nsid) ? "replaced or resized" : "added")
+                notes.append("subsystem \(subsystem.nqn) namespace \(nsid) \(what)")
+            }
+            target.namespacesChanged(in: subsystem, changed)
+        }
+        // Keep the old namespaces of subsystems that need a restart as they are.
+        var applied = new
+        applied.listeners = config.listeners
+        applied.subsystems = new.subsystems.filter { target.subsystems[$0.nqn] != nil }
+            + config.subsystems.filter { s in !new.subsystems.contains { $0.nqn == s.nqn } }
+        config = applied
+        for n in notes { logger.notice("reload: \(n)") }
+        return notes
+    }
+
+    /// True when a file-backed namespace's backing file no longer has the size in use.
+    private static func sizeChanged(_ current: Namespace, _ spec: TargetConfig.NamespaceSpec) -> Bool {
+        guard spec.backend == .file else { return false }
+        var st = stat()
+        guard stat(spec.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return false }
+        return UInt64(st.st_size) >> UInt64(current.blockSizeShift) != current.blockCount
     }
 
     /// Round-robin placement of new connections (called by the accepting reactor only).
@@ -118,8 +184,6 @@ public final class FathomServer {
         for r in reactors { r.requestStop() }
         for t in threads { pthread_join(t, nil) }
         threads.removeAll()
-        for b in backends { b.close() }
-        backends.removeAll()
     }
 }
 

@@ -24,6 +24,8 @@ final class Reactor {
 
     /// Accepted sockets handed over by the accepting reactor.
     private let inbox = Mutex<[IncomingConnection]>([])
+    /// Work from other threads (asynchronous events), run on this reactor's thread.
+    private let tasks = Mutex<[() -> Void]>([])
     let wakeFD: Int32
     private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     private let tickSpec = UnsafeMutablePointer<__kernel_timespec>.allocate(capacity: 1)
@@ -61,6 +63,12 @@ final class Reactor {
     /// Hands an accepted connection to this reactor from any thread.
     func adopt(_ c: IncomingConnection) {
         inbox.withLock { $0.append(c) }
+        wake()
+    }
+
+    /// Runs `work` on this reactor's thread, soon. Callable from any thread.
+    func post(_ work: @escaping () -> Void) {
+        tasks.withLock { $0.append(work) }
         wake()
     }
 
@@ -110,6 +118,11 @@ final class Reactor {
             accepted(listenerIndex: ud.slot, result)
         case .wake:
             drainInbox()
+            for work in tasks.withLock({ list -> [() -> Void] in
+                let items = list
+                list.removeAll()
+                return items
+            }) { work() }
             if stopRequested.load(ordering: .acquiring) && !stopping { beginStop() }
             armWake()
         case .tick:
@@ -194,6 +207,7 @@ final class Reactor {
     // MARK: Tick
 
     private func tick() {
+        if id == 0 { target.reclaim(nowMs: nowMs) }
         for case let c? in connections {
             guard c.state != .closing else { continue }
             if let ctrl = c.controller {

@@ -108,7 +108,17 @@ public final class FileBackend: BlockBackend {
         return nil
     }
 
-    public func close() { Glibc.close(fd) }
+    private var closed = false
+
+    /// Closes the descriptor (once). A namespace's backend lives as long as anything uses
+    /// it — in-flight commands of a hot-removed namespace included — and closes on release.
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        Glibc.close(fd)
+    }
+
+    deinit { close() }
 
     /// Creates a sparse file of `bytes` if nothing exists at `path` (the demo image).
     public static func createSparse(path: String, bytes: UInt64) throws {

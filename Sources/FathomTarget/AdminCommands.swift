@@ -96,7 +96,7 @@ extension Controller {
         case UInt32(NVME_IDENTIFY_CNS_CTRL.rawValue):
             return respond(identity().encode(), into: data)
         case UInt32(NVME_IDENTIFY_CNS_NS.rawValue):
-            guard sqe.nsid != 0, sqe.nsid != 0xFFFF_FFFF, sqe.nsid <= max(subsystem.maxNamespaceID, 1024) else {
+            guard sqe.nsid != 0, sqe.nsid != 0xFFFF_FFFF, sqe.nsid <= Subsystem.maxNamespaces else {
                 return .failure(.invalidNamespace)
             }
             // An inactive NSID in range gets a zero-filled structure.
@@ -117,7 +117,7 @@ extension Controller {
         ControllerIdentity(
             kind: isDiscovery ? .discovery : .io, controllerID: id, serial: subsystem.serial, model: subsystem.model,
             firmware: settings.firmwareRevision, version: Self.version, subsystemNQN: subsystem.nqn,
-            maxDataTransferExponent: settings.mdtsExponent, namespaceCount: isDiscovery ? 0 : max(subsystem.maxNamespaceID, 1024),
+            maxDataTransferExponent: settings.mdtsExponent, namespaceCount: isDiscovery ? 0 : Subsystem.maxNamespaces,
             maxCommands: UInt16(min(settings.maxQueueEntries, 0xFFFF)),
             inCapsuleDataSize: settings.ioInCapsuleDataSize, keepAliveSupport: settings.keepAliveGranularity,
             volatileWriteCache: !isDiscovery, multiController: !isDiscovery, asyncEventLimit: Self.asyncEventLimit,

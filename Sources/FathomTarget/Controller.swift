@@ -31,6 +31,21 @@ public final class Controller {
     /// Events waiting for an AER to carry them (CQE DW0 values).
     public internal(set) var queuedEvents: [UInt32] = []
     var changedNamespaces: [UInt32] = []
+    /// A namespace notice was reported and the host has not yet read log 04h.
+    var namespaceNoticeMasked = false
+
+    /// How events reach this controller's admin queue, installed by the transport.
+    public struct EventRoute {
+        /// Runs a closure on the thread that owns the admin queue.
+        public var run: (@escaping () -> Void) -> Void
+        /// Sends the completion of a held Asynchronous Event Request (command ID, DW0).
+        public var complete: (UInt16, UInt32) -> Void
+        public init(run: @escaping (@escaping () -> Void) -> Void, complete: @escaping (UInt16, UInt32) -> Void) {
+            self.run = run
+            self.complete = complete
+        }
+    }
+    private let eventRoute = Mutex<EventRoute?>(nil)
 
     // Shared between reactors.
     private let keepAliveMs: Atomic<UInt32>
@@ -123,6 +138,23 @@ public final class Controller {
     }
 
     func setKeepAlive(_ ms: UInt32) { keepAliveMs.store(ms, ordering: .relaxed) }
+
+    public func setEventRoute(_ route: EventRoute?) { eventRoute.withLock { $0 = route } }
+
+    /// Namespaces of the subsystem were added, removed or resized: record them for the
+    /// Changed Namespace List and, if the host enabled namespace notices (AEC bit 8), send a
+    /// Namespace Attribute Changed event. Further notices wait until the host reads the log.
+    /// Callable from any thread; the work runs on the admin queue's thread.
+    public func namespacesChanged(_ nsids: [UInt32]) {
+        guard let route = eventRoute.withLock({ $0 }) else { return }
+        route.run { [self] in
+            for n in nsids where !changedNamespaces.contains(n) { changedNamespaces.append(n) }
+            guard asyncEventConfiguration & (1 << 8) != 0, !namespaceNoticeMasked else { return }
+            namespaceNoticeMasked = true
+            // Type 2 (notice), information 00h (namespace attribute changed), log page 04h.
+            if let (cid, dw0) = postAsyncEvent(0x0004_0002) { route.complete(cid, dw0) }
+        }
+    }
 
     /// Holds an AER, or completes it at once with a queued event. Returns the event to
     /// deliver now, if any.

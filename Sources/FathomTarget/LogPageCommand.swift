@@ -35,7 +35,10 @@ extension Controller {
             page = LogPage.firmwareSlot(revision: settings.firmwareRevision)
         case LogPage.changedNamespaces:
             page = LogPage.changedNamespaces(changedNamespaces)
-            if !retainAsyncEvent { changedNamespaces.removeAll() }
+            if !retainAsyncEvent {
+                changedNamespaces.removeAll()
+                namespaceNoticeMasked = false
+            }
         case LogPage.commandEffects:
             page = LogPage.commandEffects(admin: Self.adminOpcodesIO, io: IOCommand.supportedOpcodes, writes: IOCommand.writeOpcodes)
         default:

@@ -11,9 +11,7 @@ public final class Subsystem {
     public let model: String
     public let allowAnyHost: Bool
     public let allowedHosts: Set<String>
-    /// Namespaces indexed by NSID for the I/O path; `nil` holes for unused NSIDs.
-    public let namespaceTable: [Namespace?]
-    public let namespaces: [Namespace]
+    private let snapshot: NamespaceSnapshot
 
     public init(nqn: String, kind: Kind = .nvm, serial: String, model: String, allowAnyHost: Bool,
                 allowedHosts: Set<String>, namespaces: [Namespace]) {
@@ -23,22 +21,35 @@ public final class Subsystem {
         self.model = model
         self.allowAnyHost = allowAnyHost
         self.allowedHosts = allowedHosts
-        self.namespaces = namespaces.sorted { $0.nsid < $1.nsid }
-        var table = [Namespace?](repeating: nil, count: Int(namespaces.map(\.nsid).max() ?? 0) + 1)
-        for ns in namespaces { table[Int(ns.nsid)] = ns }
-        self.namespaceTable = table
+        self.snapshot = NamespaceSnapshot(NamespaceSet(namespaces))
     }
+
+    /// The namespaces now, in NSID order.
+    public var namespaces: [Namespace] { snapshot.set.list }
 
     public func allows(host: String) -> Bool { kind == .discovery || allowAnyHost || allowedHosts.contains(host) }
 
-    /// Highest NSID in use, which Identify Controller reports as NN.
-    public var maxNamespaceID: UInt32 { UInt32(max(namespaceTable.count - 1, 0)) }
+    /// The most namespaces a subsystem may have; Identify Controller reports it as NN, so
+    /// hot-added namespaces up to it need no reconnect.
+    public static let maxNamespaces: UInt32 = 1024
 
     @inline(__always)
-    public func namespace(_ nsid: UInt32) -> Namespace? {
-        let i = Int(nsid)
-        return i < namespaceTable.count ? namespaceTable[i] : nil
+    public func namespace(_ nsid: UInt32) -> Namespace? { snapshot.set.namespace(nsid) }
+
+    /// Replaces the namespace set (hot add, remove, resize) and returns the NSIDs whose
+    /// attributes changed: added, removed, or replaced by a different object.
+    @discardableResult
+    public func replaceNamespaces(_ new: [Namespace], nowMs: Int64 = MonotonicClock.nowMs()) -> [UInt32] {
+        let old = snapshot.set
+        let next = NamespaceSet(new)
+        var changed: [UInt32] = []
+        for ns in old.list where next.namespace(ns.nsid) !== ns { changed.append(ns.nsid) }
+        for ns in next.list where old.namespace(ns.nsid) == nil { changed.append(ns.nsid) }
+        snapshot.replace(with: next, nowMs: nowMs)
+        return changed.sorted()
     }
+
+    func reclaim(nowMs: Int64) { snapshot.reclaim(nowMs: nowMs) }
 }
 
 /// A listening address and the subsystems reachable through it (nvmetcli's "ports").

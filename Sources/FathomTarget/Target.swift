@@ -105,6 +105,17 @@ public final class Target {
         }
     }
 
+    /// Tells every controller of `subsystem` that `nsids` changed (see `Controller.namespacesChanged`).
+    public func namespacesChanged(in subsystem: Subsystem, _ nsids: [UInt32]) {
+        guard !nsids.isEmpty else { return }
+        for c in liveControllers where c.subsystem === subsystem { c.namespacesChanged(nsids) }
+    }
+
+    /// Releases namespace sets replaced more than a grace period ago.
+    public func reclaim(nowMs: Int64) {
+        for s in subsystems.values { s.reclaim(nowMs: nowMs) }
+    }
+
     /// Discovery log records a host sees through `port`: every subsystem on the port that
     /// lets it in, then the port's own discovery subsystem. A wildcard listen address is
     /// replaced by the address the host actually reached (never 0.0.0.0).

@@ -95,6 +95,9 @@ public final class QueuePair {
         return finished.removeValue(forKey: cid)!
     }
 
+    /// True once command `cid` has completed (without consuming the completion).
+    public func hasCompleted(_ cid: UInt16) -> Bool { finished[cid] != nil }
+
     public func execute(_ sqe: SubmissionQueueEntry, write: [UInt8] = [], readLength: Int = 0, forceR2T: Bool = false) throws -> Response {
         try wait(submit(sqe, write: write, readLength: readLength, forceR2T: forceR2T))
     }

@@ -16,7 +16,8 @@ struct Fathomd: ParsableCommand {
         discussion: """
             Run with --config FILE (the JSON that `nvmetcli save` writes) or with --demo, which exports a \
             sparse 1 GiB image on 127.0.0.1:4420 as \(TargetConfig.demoNQN).
-            SIGINT or SIGTERM stops the daemon cleanly.
+            SIGHUP re-reads the configuration file and applies namespace changes (add, remove, resize) \
+            without disconnecting hosts. SIGINT or SIGTERM stops the daemon cleanly.
             """)
 
     @Option(name: .long, help: "nvmetcli JSON configuration file.")
@@ -90,6 +91,7 @@ struct Fathomd: ParsableCommand {
         sigemptyset(&signals)
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGHUP)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let server: FathomServer
@@ -105,7 +107,21 @@ struct Fathomd: ParsableCommand {
             logger.notice("demo ready: nvme connect -t tcp -a \(parts[0]) -s \(parts[1]) -n \(TargetConfig.demoNQN)")
         }
         var received: Int32 = 0
-        sigwait(&signals, &received)
+        while true {
+            sigwait(&signals, &received)
+            guard received == SIGHUP else { break }
+            // SIGHUP: re-read the configuration and apply namespace changes live.
+            guard let path = config else {
+                logger.notice("SIGHUP ignored: the demo has no configuration file to reload")
+                continue
+            }
+            do {
+                let notes = try server.reload(TargetConfig.load(path: path))
+                if notes.isEmpty { logger.notice("reload: no changes") }
+            } catch {
+                logger.error("reload failed, the running configuration is unchanged: \(error)")
+            }
+        }
         logger.notice("signal \(received) received, stopping")
         server.stop()
         logger.notice("stopped")

@@ -1,0 +1,58 @@
+import Synchronization
+
+/// An immutable set of namespaces, indexed by NSID for the I/O path.
+public final class NamespaceSet {
+    public let list: [Namespace]
+    let table: [Namespace?]
+
+    public init(_ namespaces: [Namespace]) {
+        list = namespaces.sorted { $0.nsid < $1.nsid }
+        var table = [Namespace?](repeating: nil, count: Int(namespaces.map(\.nsid).max() ?? 0) + 1)
+        for ns in namespaces { table[Int(ns.nsid)] = ns }
+        self.table = table
+    }
+
+    @inline(__always)
+    public func namespace(_ nsid: UInt32) -> Namespace? {
+        let i = Int(nsid)
+        return i < table.count ? table[i] : nil
+    }
+}
+
+/// The current namespace set of a subsystem, replaced whole on hot add, remove or resize.
+///
+/// Readers (every I/O command, on every reactor) take no lock: they load a pointer with
+/// acquire ordering. A replaced set is kept alive for a grace period (`retire`), far longer
+/// than any reader holds it (the span of decoding one command), then released — the
+/// read-copy-update pattern, with time as the grace period.
+final class NamespaceSnapshot {
+    private let current: Atomic<UInt>
+    private let retired = Mutex<[(set: NamespaceSet, atMs: Int64)]>([])
+    static let graceMs: Int64 = 10_000
+
+    init(_ set: NamespaceSet) {
+        current = Atomic(UInt(bitPattern: Unmanaged.passRetained(set).toOpaque()))
+    }
+
+    deinit {
+        Unmanaged<NamespaceSet>.fromOpaque(UnsafeRawPointer(bitPattern: current.load(ordering: .acquiring))!).release()
+    }
+
+    @inline(__always)
+    var set: NamespaceSet {
+        Unmanaged<NamespaceSet>.fromOpaque(UnsafeRawPointer(bitPattern: current.load(ordering: .acquiring))!).takeUnretainedValue()
+    }
+
+    /// Publishes `new`; the old set is released after the grace period.
+    func replace(with new: NamespaceSet, nowMs: Int64) {
+        let newBits = UInt(bitPattern: Unmanaged.passRetained(new).toOpaque())
+        let oldBits = current.exchange(newBits, ordering: .acquiringAndReleasing)
+        let old = Unmanaged<NamespaceSet>.fromOpaque(UnsafeRawPointer(bitPattern: oldBits)!).takeRetainedValue()
+        retired.withLock { $0.append((old, nowMs)) }
+    }
+
+    /// Releases sets retired more than the grace period ago.
+    func reclaim(nowMs: Int64) {
+        retired.withLock { $0.removeAll { nowMs - $0.atMs > Self.graceMs } }
+    }
+}
