@@ -73,6 +73,8 @@ extension TargetConfig {
     public static func validate(_ raw: NvmetcliConfig) throws(ConfigError) -> TargetConfig {
         var subsystems: [SubsystemSpec] = []
         var seenNQNs = Set<String>()
+        // Hosts key multipath and udev names on these: two namespaces must never share one.
+        var seenIDs: [[UInt8]: String] = [:]
         for (i, s) in raw.subsystems.enumerated() {
             let key = "subsystems[\(i)]"
             if let problem = NQN.problem(s.nqn) { throw ConfigError("\(key).nqn", "\"\(s.nqn)\"", "is not a valid NQN: it \(problem)") }
@@ -134,6 +136,13 @@ extension TargetConfig {
                     nguid = g
                 } else {
                     nguid = StableID.derive("nguid", s.nqn, UInt32(nsid), uuidVersion: false)
+                }
+                for (field, id) in [("uuid", uuid), ("nguid", nguid)] {
+                    if let other = seenIDs[id] {
+                        throw ConfigError("\(nkey).device.\(field)", "\"\(UUIDText.format(id, dashes: field == "uuid"))\"",
+                                          "is already the identifier of \(other); every namespace needs its own")
+                    }
+                    seenIDs[id] = "\(nkey).device.\(field)"
                 }
                 var readOnly = false
                 if let r = ns.readonly {

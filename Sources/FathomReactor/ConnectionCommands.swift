@@ -86,6 +86,11 @@ extension Connection {
             case let .complete(c): complete(i, c)
             case .held: s.pointee.state = .held
             case let .disconnect(c): disconnect(i, c)
+            case let .completeAndAbort(c, cid):
+                complete(i, c)
+                for k in 0..<slots.count where slots[k].pointee.state == .held && slots[k].pointee.sqe.commandID == cid {
+                    complete(k, .failure(.abortRequested))
+                }
             }
             return
         }

@@ -7,6 +7,9 @@ public enum AdminOutcome {
     case held
     /// Fabrics Disconnect: complete, then close this queue.
     case disconnect(CommandCompletion)
+    /// Abort of a held command: complete the Abort, and the held command with Command
+    /// Abort Requested.
+    case completeAndAbort(CommandCompletion, abortedCommandID: UInt16)
 }
 
 /// Connection facts an admin command may need.
@@ -47,14 +50,12 @@ extension Controller {
         switch UInt32(sqe.opcode) {
         case nvme_admin_identify.rawValue: return .complete(identify(sqe, data: data))
         case nvme_admin_get_log_page.rawValue: return .complete(getLogPage(sqe, data: data, context: context, target: target))
-        case nvme_admin_set_features.rawValue: return .complete(setFeature(sqe, data: data))
+        case nvme_admin_set_features.rawValue: return .complete(setFeature(sqe, data: data, target: target))
         case nvme_admin_get_features.rawValue: return .complete(getFeature(sqe, data: data))
         case nvme_admin_keep_alive.rawValue: return .complete(.success)
         case nvme_admin_async_event.rawValue: return asyncEventRequest(sqe)
         case nvme_admin_abort_cmd.rawValue:
-            // DW0 bit 0 = 1: the command was not aborted. Commands here run to completion
-            // as soon as their data is in, so there is nothing queued to abort.
-            return .complete(CommandCompletion(status: .success, dw0: 1))
+            return abort(sqe)
         default: return .complete(.failure(.invalidOpcode))
         }
     }
@@ -68,12 +69,26 @@ extension Controller {
         case nvme_admin_get_log_page.rawValue:
             guard UInt8(truncatingIfNeeded: sqe.cdw10) == LogPage.discovery else { return .complete(.failure(.invalidLogPage)) }
             return .complete(getLogPage(sqe, data: data, context: context, target: target))
-        case nvme_admin_set_features.rawValue: return .complete(setFeature(sqe, data: data))
+        case nvme_admin_set_features.rawValue: return .complete(setFeature(sqe, data: data, target: target))
         case nvme_admin_get_features.rawValue: return .complete(getFeature(sqe, data: data))
         case nvme_admin_keep_alive.rawValue: return .complete(.success)
         case nvme_admin_async_event.rawValue: return asyncEventRequest(sqe)
         default: return .complete(.failure(.invalidOpcode))
         }
+    }
+
+    /// Abort: a held Asynchronous Event Request is aborted (it completes with Command Abort
+    /// Requested). Every other command starts executing as soon as its data is in, so it has
+    /// nothing left to abort: DW0 bit 0 = 1 reports "not aborted", as the specification
+    /// allows.
+    private func abort(_ sqe: SubmissionQueueEntry) -> AdminOutcome {
+        let sqid = UInt16(truncatingIfNeeded: sqe.cdw10)
+        let cid = UInt16(truncatingIfNeeded: sqe.cdw10 >> 16)
+        if sqid == 0, let k = heldAsyncEvents.firstIndex(of: cid) {
+            heldAsyncEvents.remove(at: k)
+            return .completeAndAbort(CommandCompletion(status: .success, dw0: 0), abortedCommandID: cid)
+        }
+        return .complete(CommandCompletion(status: .success, dw0: 1))
     }
 
     private func asyncEventRequest(_ sqe: SubmissionQueueEntry) -> AdminOutcome {

@@ -26,6 +26,7 @@ public final class Controller {
     var errorRecovery: UInt32 = 0
     var temperatureThreshold: UInt32 = 0x0157
     var writeAtomicity: UInt32 = 0
+    var hostBehavior = [UInt8](repeating: 0, count: 512)
     /// Command IDs of held Asynchronous Event Requests, oldest first.
     public internal(set) var heldAsyncEvents: [UInt16] = []
     /// Events waiting for an AER to carry them (CQE DW0 values).

@@ -11,7 +11,8 @@ extension Controller {
         if isDiscovery { return [Self.fid(NVME_FEAT_FID_ASYNC_EVENT), Self.fid(NVME_FEAT_FID_KATO)] }
         return [Self.fid(NVME_FEAT_FID_POWER_MGMT), Self.fid(NVME_FEAT_FID_TEMP_THRESH), Self.fid(NVME_FEAT_FID_ERR_RECOVERY),
                 Self.fid(NVME_FEAT_FID_VOLATILE_WC), Self.fid(NVME_FEAT_FID_NUM_QUEUES), Self.fid(NVME_FEAT_FID_WRITE_ATOMIC),
-                Self.fid(NVME_FEAT_FID_ASYNC_EVENT), Self.fid(NVME_FEAT_FID_TIMESTAMP), Self.fid(NVME_FEAT_FID_KATO)]
+                Self.fid(NVME_FEAT_FID_ASYNC_EVENT), Self.fid(NVME_FEAT_FID_TIMESTAMP), Self.fid(NVME_FEAT_FID_KATO),
+                Self.fid(NVME_FEAT_FID_HOST_BEHAVIOR), Self.fid(NVME_FEAT_FID_WRITE_PROTECT)]
     }
 
     private var readableFeatures: Set<UInt8> {
@@ -23,7 +24,20 @@ extension Controller {
         return set
     }
 
-    func setFeature(_ sqe: SubmissionQueueEntry, data: UnsafeMutableRawBufferPointer) -> CommandCompletion {
+    /// Feature Identifiers Supported and Effects log (LID 12h): FSUPP, plus the scope
+    /// (namespace for Write Protect, controller for the rest).
+    var featureEffects: [UInt8] {
+        var out = [UInt8](repeating: 0, count: 1024)
+        out.withUnsafeMutableBytes { b in
+            for fid in readableFeatures {
+                let scope: UInt32 = fid == Self.fid(NVME_FEAT_FID_WRITE_PROTECT) ? 1 << 20 : 1 << 21
+                b.baseAddress!.put32(1 | scope, Int(fid) * 4)
+            }
+        }
+        return out
+    }
+
+    func setFeature(_ sqe: SubmissionQueueEntry, data: UnsafeMutableRawBufferPointer, target: Target) -> CommandCompletion {
         let fid = UInt8(truncatingIfNeeded: sqe.cdw10)
         let save = sqe.cdw10 & (1 << 31) != 0
         if fid == Self.fid(NVME_FEAT_FID_HOST_ID) && !isDiscovery {
@@ -60,6 +74,20 @@ extension Controller {
             guard data.count >= 8, let p = data.baseAddress else { return .failure(.dataSGLLengthInvalid) }
             timestamp = UnsafeRawPointer(p).le64(0) & 0xFFFF_FFFF_FFFF
             timestampSetAtMs = MonotonicClock.nowMs()
+        case Self.fid(NVME_FEAT_FID_HOST_BEHAVIOR):
+            guard data.count >= 512, let p = data.baseAddress else { return .failure(.dataSGLLengthInvalid) }
+            hostBehavior = Array(UnsafeRawBufferPointer(start: p, count: 512))
+        case Self.fid(NVME_FEAT_FID_WRITE_PROTECT):
+            // States 0 (no write protect) and 1 (write protect); the until-power-cycle and
+            // permanent states are not offered (NWPC bit 0 only).
+            guard let ns = subsystem.namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
+            guard value & 0x7 <= 1 else { return .failure(.invalidField) }
+            guard !ns.readOnly else { return .failure(.featureNotChangeable) }
+            let on = value & 0x7 == 1
+            if ns.isWriteProtected != on {
+                ns.setHostWriteProtect(on)
+                target.namespacesChanged(in: subsystem, [ns.nsid])
+            }
         default:
             return .failure(.invalidField)
         }
@@ -103,6 +131,12 @@ extension Controller {
             let value = timestampSetAtMs == 0 ? UInt64(0) : (timestamp + UInt64(now - timestampSetAtMs)) & 0xFFFF_FFFF_FFFF
             p.put64(value | (timestampSetAtMs == 0 ? 0 : UInt64(1) << 49), 0)  // bits 51:49 = 001b: set by Set Features
             return CommandCompletion(status: .success, dataLength: 8)
+        case Self.fid(NVME_FEAT_FID_HOST_BEHAVIOR):
+            guard data.count >= 512 else { return .failure(.dataSGLLengthInvalid) }
+            return respond(useDefault ? [] : hostBehavior, into: UnsafeMutableRawBufferPointer(rebasing: data[0..<512]))
+        case Self.fid(NVME_FEAT_FID_WRITE_PROTECT):
+            guard let ns = subsystem.namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
+            return CommandCompletion(status: .success, dw0: !useDefault && ns.isWriteProtected ? 1 : 0)
         case Self.fid(NVME_FEAT_FID_HOST_ID):
             // EXHID (CDW11 bit 0) must be set: the fabrics host identifier is 128 bits.
             guard sqe.cdw11 & 1 != 0 else { return .failure(.invalidField) }

@@ -72,7 +72,7 @@ public enum IODecode {
         switch sqe.opcode {
         case IOCommand.read, IOCommand.write, IOCommand.compare:
             let write = sqe.opcode == IOCommand.write
-            if write && ns.readOnly { self = .fail(.namespaceWriteProtected); return }
+            if write && ns.isWriteProtected { self = .fail(.namespaceWriteProtected); return }
             let blocks = UInt64(sqe.blockCountMinusOne) + 1
             if let s = range(blocks) { self = .fail(s); return }
             let length = Int(blocks << shift)
@@ -86,7 +86,7 @@ public enum IODecode {
             self = .ok(ns, BlockRequest(operation: .flush, offset: 0, length: 0, forceUnitAccess: false, startingLBA: 0))
         case IOCommand.writeZeroes, IOCommand.verify:
             let zeroes = sqe.opcode == IOCommand.writeZeroes
-            if zeroes && ns.readOnly { self = .fail(.namespaceWriteProtected); return }
+            if zeroes && ns.isWriteProtected { self = .fail(.namespaceWriteProtected); return }
             guard sglLength == 0 else { self = .fail(.dataSGLLengthInvalid); return }
             let blocks = UInt64(sqe.blockCountMinusOne) + 1
             if let s = range(blocks) { self = .fail(s); return }
@@ -98,12 +98,12 @@ public enum IODecode {
             let count = Int(sqe.cdw10 & 0xFF) + 1
             guard sglLength == count * LBARanges.dsmEntrySize else { self = .fail(.dataSGLLengthInvalid); return }
             let deallocate = sqe.cdw11 & (1 << 2) != 0
-            if deallocate && ns.readOnly { self = .fail(.namespaceWriteProtected); return }
+            if deallocate && ns.isWriteProtected { self = .fail(.namespaceWriteProtected); return }
             var r = BlockRequest(operation: .deallocate, offset: 0, length: 0, forceUnitAccess: false, startingLBA: 0)
             r.rangeCount = deallocate ? count : 0  // IDR/IDW hints alone need no work
             self = .ok(ns, r)
         case IOCommand.copy:
-            if ns.readOnly { self = .fail(.namespaceWriteProtected); return }
+            if ns.isWriteProtected { self = .fail(.namespaceWriteProtected); return }
             let count = Int(sqe.cdw12 & 0xFF) + 1
             guard (sqe.cdw12 >> 8) & 0xF == 0 else { self = .fail(.invalidField); return }  // descriptor format 0 only
             guard count <= Int(IOCommand.maxSourceRangeCount) + 1 else { self = .fail(.commandSizeLimitExceeded); return }

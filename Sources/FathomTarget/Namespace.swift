@@ -1,4 +1,5 @@
 import NVMeWire
+import Synchronization
 
 /// What the subsystem model needs to know of the storage behind a namespace. The engine
 /// provides it (FathomTarget knows nothing of files or io_uring).
@@ -27,6 +28,14 @@ public final class Namespace {
     // Cached from the backend: checked on every I/O command.
     public let blockCount: UInt64
     public let blockSizeShift: UInt8
+    /// Write protection set by a host (Set Features Write Protect), on top of `readOnly`.
+    private let hostWriteProtect = Atomic<Bool>(false)
+
+    /// Writes are refused: configured read-only, or write-protected by a host.
+    @inline(__always)
+    public var isWriteProtected: Bool { readOnly || hostWriteProtect.load(ordering: .relaxed) }
+
+    func setHostWriteProtect(_ on: Bool) { hostWriteProtect.store(on, ordering: .relaxed) }
 
     public init(nsid: UInt32, nguid: [UInt8], uuid: [UInt8], readOnly: Bool, backend: NamespaceBackend, label: String) {
         self.nsid = nsid
@@ -41,7 +50,7 @@ public final class Namespace {
 
     public func identity(shared: Bool) -> NamespaceIdentity {
         var id = NamespaceIdentity(blockCount: blockCount, blocksInUse: backend.allocatedBlocks(), blockSizeShift: blockSizeShift,
-                                   nguid: nguid, uuid: uuid, writeProtected: readOnly, shared: shared,
+                                   nguid: nguid, uuid: uuid, writeProtected: isWriteProtected, shared: shared,
                                    preferredWriteGranularity: backend.preferredWriteBlocks)
         id.deallocatedReadsZero = backend.deallocatedReadsZero
         id.copyLimits = (IOCommand.maxSingleSourceRange, IOCommand.maxCopyLength, IOCommand.maxSourceRangeCount)

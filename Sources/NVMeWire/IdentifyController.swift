@@ -79,6 +79,8 @@ public struct ControllerIdentity: Sendable {
         id.nn = namespaceCount.littleEndian
         id.oncs = optionalNVMCommands.littleEndian
         id.vwc = volatileWriteCache ? 0x1 : 0
+        // NWPC bit 0: namespaces can be switched between No Write Protect and Write Protect.
+        id.nwpc = kind == .io ? 0x1 : 0
         // SGLS bit 0: SGLs supported (no alignment); bit 2: keyed SGL data block — not for TCP;
         // bit 20: the address field of an SGL data block may be an offset (in-capsule data).
         id.sgls = (UInt32(1) | UInt32(1) << 20).littleEndian

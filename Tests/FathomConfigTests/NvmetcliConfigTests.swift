@@ -93,3 +93,38 @@ final class NvmetcliConfigTests: XCTestCase {
         XCTAssertTrue(c.subsystems[0].allowAnyHost)
     }
 }
+
+final class ConfigIdentityTests: XCTestCase {
+    func testDuplicateNamespaceIdentifiersAreRefused() {
+        let json = #"""
+        {"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "4420", "trtype": "tcp"}, "portid": 1}],
+         "subsystems": [
+           {"nqn": "nqn.2026-11.io.fathom:a", "namespaces": [{"nsid": 1, "device": {"path": "/a", "uuid": "2a6cf8c4-3f1e-4b5e-9a0d-1f2e3d4c5b6a"}}]},
+           {"nqn": "nqn.2026-11.io.fathom:b", "namespaces": [{"nsid": 1, "device": {"path": "/a", "uuid": "2a6cf8c4-3f1e-4b5e-9a0d-1f2e3d4c5b6a"}}]}]}
+        """#
+        XCTAssertThrowsError(try TargetConfig.parse(json: Array(json.utf8))) {
+            let e = $0 as? ConfigError
+            XCTAssertEqual(e?.key, "subsystems[1].namespaces[0].device.uuid")
+            XCTAssertTrue(e?.problem.contains("subsystems[0].namespaces[0].device.uuid") ?? false)
+        }
+    }
+
+    func testMemoryAndNullBackends() throws {
+        let json = #"""
+        {"ports": [{"addr": {"traddr": "::1", "adrfam": "ipv6", "trsvcid": "4420", "trtype": "tcp"}, "portid": 1}],
+         "subsystems": [{"nqn": "nqn.2026-11.io.fathom:m", "namespaces": [
+            {"nsid": 1, "device": {"backend": "memory", "size": "64M"}},
+            {"nsid": 2, "device": {"backend": "null", "size": 1073741824, "block_size": 4096}}]}]}
+        """#
+        let c = try TargetConfig.parse(json: Array(json.utf8))
+        XCTAssertEqual(c.subsystems[0].namespaces[0].backend, .memory)
+        XCTAssertEqual(c.subsystems[0].namespaces[0].size, 64 << 20)
+        XCTAssertEqual(c.subsystems[0].namespaces[1].backend, .null)
+        XCTAssertEqual(c.subsystems[0].namespaces[1].blockSize, 4096)
+        XCTAssertTrue(c.listeners[0].isIPv6)
+        let bad = json.replacingOccurrences(of: #""size": "64M""#, with: #""size": "lots""#)
+        XCTAssertThrowsError(try TargetConfig.parse(json: Array(bad.utf8))) {
+            XCTAssertEqual(($0 as? ConfigError)?.key, "subsystems[0].namespaces[0].device.size")
+        }
+    }
+}
