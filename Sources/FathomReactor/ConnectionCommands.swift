@@ -49,6 +49,7 @@ extension Connection {
             case let .fail(status):
                 return complete(i, .failure(status))
             case let .ok(ns, request):
+                if let conflict = controller!.reservationConflict(request, on: ns) { return complete(i, .failure(conflict)) }
                 s.pointee.namespace = ns
                 s.pointee.request = request
                 if request.operation == .write && !controller!.volatileWriteCacheEnabled {

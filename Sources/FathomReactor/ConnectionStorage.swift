@@ -60,6 +60,9 @@ extension Connection {
         case .compare, .verify:
             attachAux(i, length: min(r.length, reactor.settings.maxDataTransfer))
             issueChunkRead(i, offset: r.offset)
+        case .reservation:
+            let data = UnsafeMutableRawBufferPointer(start: s.pointee.data, count: s.pointee.data == nil ? 0 : s.pointee.dataLength)
+            complete(i, controller!.executeReservation(s.pointee.sqe, namespace: s.pointee.namespace!, data: data, target: reactor.target))
         case .copy:
             let ranges = LBARanges(data: s.pointee.data!, count: r.rangeCount, copy: true, namespace: s.pointee.namespace!)
             if let status = ranges.validate(namespace: s.pointee.namespace!, copyDestinationLBA: r.startingLBA) {
@@ -121,6 +124,8 @@ extension Connection {
             complete(i, .success)
         case .copy:
             copyStep(i, result)
+        case .reservation:
+            break  // executed inline, never reaches the backend
         }
     }
 

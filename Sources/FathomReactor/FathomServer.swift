@@ -26,7 +26,9 @@ public final class FathomServer {
         self.logger = logger
         var subsystems: [Subsystem] = []
         for spec in config.subsystems {
-            let namespaces = try spec.namespaces.map { try Self.openNamespace($0, subsystem: spec.nqn, logger: logger) }
+            let namespaces = try spec.namespaces.map {
+                try Self.openNamespace($0, subsystem: spec.nqn, stateDirectory: settings.stateDirectory, logger: logger)
+            }
             subsystems.append(Subsystem(nqn: spec.nqn, serial: spec.serial, model: spec.model, allowAnyHost: spec.allowAnyHost,
                                         allowedHosts: Set(spec.allowedHosts), namespaces: namespaces))
         }
@@ -54,7 +56,8 @@ public final class FathomServer {
     }
 
     /// Opens the backend of one configured namespace. Errors name the namespace and its path.
-    static func openNamespace(_ ns: TargetConfig.NamespaceSpec, subsystem: String, logger: Logger) throws -> Namespace {
+    static func openNamespace(_ ns: TargetConfig.NamespaceSpec, subsystem: String, stateDirectory: String?, logger: Logger,
+                              reservations: ReservationState? = nil) throws -> Namespace {
         let backend: BlockBackend
         var label = ns.path
         do {
@@ -74,8 +77,10 @@ public final class FathomServer {
         logger.info("namespace ready", metadata: [
             "subsystem": "\(subsystem)", "nsid": "\(ns.nsid)", "backend": "\(label)",
             "blocks": "\(backend.blockCount)", "block_size": "\(1 << backend.blockSizeShift)", "readonly": "\(ns.readOnly)"])
+        let state = reservations ?? ReservationState(
+            persistencePath: stateDirectory.map { "\($0)/reservations-\(UUIDText.format(ns.nguid, dashes: false))" })
         return Namespace(nsid: ns.nsid, nguid: ns.nguid, uuid: ns.uuid, readOnly: ns.readOnly,
-                         backend: StorageNamespace(backend), label: label)
+                         backend: StorageNamespace(backend), label: label, reservations: state)
     }
 
     /// Applies a new configuration to the running target: namespaces are added, removed,
@@ -104,7 +109,10 @@ public final class FathomServer {
                    !Self.sizeChanged(current, ns) {
                     list.append(current)
                 } else {
-                    list.append(try Self.openNamespace(ns, subsystem: spec.nqn, logger: logger))
+                    // A resized or reopened namespace keeps its registrants and reservation.
+                    let keep = subsystem.namespace(ns.nsid).flatMap { $0.nguid == ns.nguid ? $0.reservations : nil }
+                    list.append(try Self.openNamespace(ns, subsystem: spec.nqn, stateDirectory: target.settings.stateDirectory,
+                                                       logger: logger, reservations: keep))
                 }
             }
             plans.append((subsystem, list))

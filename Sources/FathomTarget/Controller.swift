@@ -12,6 +12,7 @@ public final class Controller {
     public let subsystem: Subsystem
     public let hostNQN: String
     public let hostID: [UInt8]
+    public let hostIdentifier: HostIdentifier
     public let port: Port
     public let peer: String
     public let settings: TargetSettings
@@ -47,6 +48,13 @@ public final class Controller {
         }
     }
     private let eventRoute = Mutex<EventRoute?>(nil)
+    var eventRouteNow: EventRoute? { eventRoute.withLock { $0 } }
+    // Reservation notifications (admin queue state).
+    var reservationLog: [(count: UInt64, notice: ReservationNotice, nsid: UInt32)] = []
+    var reservationLogCount: UInt64 = 0
+    var reservationNoticeMasked = false
+    /// Reservation Notification Mask per NSID (0xFFFFFFFF: the default for all).
+    var reservationMasks: [UInt32: UInt32] = [:]
 
     // Shared between reactors.
     private let keepAliveMs: Atomic<UInt32>
@@ -70,6 +78,7 @@ public final class Controller {
         self.subsystem = subsystem
         self.hostNQN = hostNQN
         self.hostID = hostID
+        self.hostIdentifier = HostIdentifier(hostID)
         self.port = port
         self.peer = peer
         self.settings = settings

@@ -12,7 +12,8 @@ extension Controller {
         return [Self.fid(NVME_FEAT_FID_POWER_MGMT), Self.fid(NVME_FEAT_FID_TEMP_THRESH), Self.fid(NVME_FEAT_FID_ERR_RECOVERY),
                 Self.fid(NVME_FEAT_FID_VOLATILE_WC), Self.fid(NVME_FEAT_FID_NUM_QUEUES), Self.fid(NVME_FEAT_FID_WRITE_ATOMIC),
                 Self.fid(NVME_FEAT_FID_ASYNC_EVENT), Self.fid(NVME_FEAT_FID_TIMESTAMP), Self.fid(NVME_FEAT_FID_KATO),
-                Self.fid(NVME_FEAT_FID_HOST_BEHAVIOR), Self.fid(NVME_FEAT_FID_WRITE_PROTECT)]
+                Self.fid(NVME_FEAT_FID_HOST_BEHAVIOR), Self.fid(NVME_FEAT_FID_WRITE_PROTECT),
+                Self.fid(NVME_FEAT_FID_RESV_MASK), Self.fid(NVME_FEAT_FID_RESV_PERSIST)]
     }
 
     private var readableFeatures: Set<UInt8> {
@@ -30,7 +31,9 @@ extension Controller {
         var out = [UInt8](repeating: 0, count: 1024)
         out.withUnsafeMutableBytes { b in
             for fid in readableFeatures {
-                let scope: UInt32 = fid == Self.fid(NVME_FEAT_FID_WRITE_PROTECT) ? 1 << 20 : 1 << 21
+                let nsScoped: Set<UInt8> = [Self.fid(NVME_FEAT_FID_WRITE_PROTECT), Self.fid(NVME_FEAT_FID_RESV_MASK),
+                                            Self.fid(NVME_FEAT_FID_RESV_PERSIST)]
+                let scope: UInt32 = nsScoped.contains(fid) ? 1 << 20 : 1 << 21
                 b.baseAddress!.put32(1 | scope, Int(fid) * 4)
             }
         }
@@ -77,6 +80,19 @@ extension Controller {
         case Self.fid(NVME_FEAT_FID_HOST_BEHAVIOR):
             guard data.count >= 512, let p = data.baseAddress else { return .failure(.dataSGLLengthInvalid) }
             hostBehavior = Array(UnsafeRawBufferPointer(start: p, count: 512))
+        case Self.fid(NVME_FEAT_FID_RESV_MASK):
+            // Bits 1..3 mask registration preempted, reservation released, reservation preempted.
+            guard sqe.nsid == 0xFFFF_FFFF || subsystem.namespace(sqe.nsid) != nil else { return .failure(.invalidNamespace) }
+            if sqe.nsid == 0xFFFF_FFFF { reservationMasks.removeAll() }
+            reservationMasks[sqe.nsid] = value & 0xE
+        case Self.fid(NVME_FEAT_FID_RESV_PERSIST):
+            guard let ns = subsystem.namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
+            guard ns.reservations.persistencePath != nil || value & 1 == 0 else { return .failure(.invalidField) }
+            let (status, _) = ns.reservations.update { s in
+                s.persistThroughPowerLoss = value & 1 != 0
+                return (.success, [])
+            }
+            return CommandCompletion(status: status)
         case Self.fid(NVME_FEAT_FID_WRITE_PROTECT):
             // States 0 (no write protect) and 1 (write protect); the until-power-cycle and
             // permanent states are not offered (NWPC bit 0 only).
@@ -137,6 +153,12 @@ extension Controller {
         case Self.fid(NVME_FEAT_FID_WRITE_PROTECT):
             guard let ns = subsystem.namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
             return CommandCompletion(status: .success, dw0: !useDefault && ns.isWriteProtected ? 1 : 0)
+        case Self.fid(NVME_FEAT_FID_RESV_MASK):
+            guard sqe.nsid == 0xFFFF_FFFF || subsystem.namespace(sqe.nsid) != nil else { return .failure(.invalidNamespace) }
+            return CommandCompletion(status: .success, dw0: useDefault ? 0 : reservationMasks[sqe.nsid] ?? reservationMasks[0xFFFF_FFFF] ?? 0)
+        case Self.fid(NVME_FEAT_FID_RESV_PERSIST):
+            guard let ns = subsystem.namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
+            return CommandCompletion(status: .success, dw0: !useDefault && ns.reservations.state.withLock { $0.persistThroughPowerLoss } ? 1 : 0)
         case Self.fid(NVME_FEAT_FID_HOST_ID):
             // EXHID (CDW11 bit 0) must be set: the fabrics host identifier is 128 bits.
             guard sqe.cdw11 & 1 != 0 else { return .failure(.invalidField) }

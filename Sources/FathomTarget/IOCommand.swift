@@ -3,7 +3,15 @@ import NVMeWire
 
 /// A validated I/O command, ready for a backend: byte offsets and lengths on the namespace.
 public struct BlockRequest: Sendable {
-    public enum Operation: Sendable { case read, write, flush, writeZeroes, deallocate, compare, verify, copy }
+    public enum Operation: Sendable { case read, write, flush, writeZeroes, deallocate, compare, verify, copy, reservation }
+
+    /// Commands that reservations treat as writes (Flush included, as SPDK does).
+    public var isWriteClass: Bool {
+        switch operation {
+        case .write, .flush, .writeZeroes, .deallocate, .copy: return true
+        case .read, .compare, .verify, .reservation: return false
+        }
+    }
     public var operation: Operation
     /// Byte offset of the range (read, write, compare, verify, write zeroes).
     public var offset: UInt64
@@ -37,12 +45,17 @@ public enum IOCommand {
     public static let datasetManagement = UInt8(nvme_cmd_dsm.rawValue)
     public static let verify = UInt8(nvme_cmd_verify.rawValue)
     public static let copy = UInt8(nvme_cmd_copy.rawValue)
-    static let supportedOpcodes: [UInt8] = [flush, write, read, compare, writeZeroes, datasetManagement, verify, copy]
+    public static let reservationRegister = UInt8(nvme_cmd_resv_register.rawValue)
+    public static let reservationReport = UInt8(nvme_cmd_resv_report.rawValue)
+    public static let reservationAcquire = UInt8(nvme_cmd_resv_acquire.rawValue)
+    public static let reservationRelease = UInt8(nvme_cmd_resv_release.rawValue)
+    static let supportedOpcodes: [UInt8] = [flush, write, read, compare, writeZeroes, datasetManagement, verify, copy,
+                                            reservationRegister, reservationReport, reservationAcquire, reservationRelease]
     static let writeOpcodes: Set<UInt8> = [write, writeZeroes, datasetManagement, copy]
 
-    /// ONCS: Compare, DSM, Write Zeroes, Save/Select in features, Timestamp, Verify, Copy —
+    /// ONCS: Compare, DSM, Write Zeroes, Save/Select in features, Reservations, Timestamp, Verify, Copy —
     /// exactly the optional commands that are implemented.
-    public static let optionalCommandSupport: UInt16 = 1 << 0 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 6 | 1 << 7 | 1 << 8
+    public static let optionalCommandSupport: UInt16 = 1 << 0 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8
 
     /// Copy limits reported in Identify Namespace (in logical blocks; MSRC is 0-based).
     public static let maxSingleSourceRange: UInt16 = 2048
@@ -113,6 +126,11 @@ public enum IODecode {
             r.rangeCount = count
             r.destination = sqe.startingLBA << shift
             self = .ok(ns, r)
+        case IOCommand.reservationRegister, IOCommand.reservationAcquire, IOCommand.reservationRelease, IOCommand.reservationReport:
+            let need = sqe.opcode == IOCommand.reservationReport ? Int(sqe.cdw10 + 1) * 4
+                : (sqe.opcode == IOCommand.reservationRelease ? 8 : 16)
+            guard sglLength == need, need <= maxTransfer else { self = .fail(.dataSGLLengthInvalid); return }
+            self = .ok(ns, BlockRequest(operation: .reservation, offset: 0, length: need, forceUnitAccess: false, startingLBA: 0))
         default:
             self = .fail(.invalidOpcode)
         }

@@ -4,7 +4,7 @@ import NVMeWire
 extension Controller {
     static let supportedLogPages: [UInt8] = [
         LogPage.supportedLogs, LogPage.error, LogPage.smart, LogPage.firmwareSlot,
-        LogPage.changedNamespaces, LogPage.commandEffects, LogPage.featureEffects,
+        LogPage.changedNamespaces, LogPage.commandEffects, LogPage.featureEffects, LogPage.reservationNotification,
     ]
 
     /// Get Log Page: NUMD (NUMDU:NUMDL, 0-based dwords) bytes from offset LPO of the page.
@@ -39,6 +39,8 @@ extension Controller {
                 changedNamespaces.removeAll()
                 namespaceNoticeMasked = false
             }
+        case LogPage.reservationNotification:
+            page = reservationNotificationPage(retain: retainAsyncEvent)
         case LogPage.featureEffects:
             page = featureEffects
         case LogPage.commandEffects:

@@ -37,7 +37,12 @@ public final class Namespace {
 
     func setHostWriteProtect(_ on: Bool) { hostWriteProtect.store(on, ordering: .relaxed) }
 
-    public init(nsid: UInt32, nguid: [UInt8], uuid: [UInt8], readOnly: Bool, backend: NamespaceBackend, label: String) {
+    /// Registrants and reservation; carried over when the namespace is resized or replaced.
+    public let reservations: ReservationState
+
+    public init(nsid: UInt32, nguid: [UInt8], uuid: [UInt8], readOnly: Bool, backend: NamespaceBackend, label: String,
+                reservations: ReservationState = ReservationState(persistencePath: nil)) {
+        self.reservations = reservations
         self.nsid = nsid
         self.nguid = nguid
         self.uuid = uuid
@@ -53,6 +58,8 @@ public final class Namespace {
                                    nguid: nguid, uuid: uuid, writeProtected: isWriteProtected, shared: shared,
                                    preferredWriteGranularity: backend.preferredWriteBlocks)
         id.deallocatedReadsZero = backend.deallocatedReadsZero
+        // RESCAP: all six reservation types, IEKEY per NVMe 1.3+, PTPL where state can persist.
+        id.reservationCapabilities = 0xFE | (reservations.persistencePath != nil ? 1 : 0)
         id.copyLimits = (IOCommand.maxSingleSourceRange, IOCommand.maxCopyLength, IOCommand.maxSourceRangeCount)
         return id
     }

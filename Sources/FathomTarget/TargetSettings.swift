@@ -19,6 +19,9 @@ public struct TargetSettings: Sendable {
     /// CAP.TO in 500 ms units: how long the host waits for CSTS.RDY.
     public var readyTimeoutUnits: UInt8 = 30
     public var firmwareRevision: String = "0.1"
+    /// Where state that must survive a restart lives (reservations with PTPL). nil: none,
+    /// and namespaces report no PTPL capability.
+    public var stateDirectory: String? = nil
 
     public init() {}
 

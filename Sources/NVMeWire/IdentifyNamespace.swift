@@ -16,6 +16,8 @@ public struct NamespaceIdentity: Sendable {
     public var preferredWriteGranularity: UInt16
     /// DLFEAT: deallocated blocks read as zeros (and Write Zeroes may deallocate).
     public var deallocatedReadsZero = false
+    /// RESCAP (0 = no reservations).
+    public var reservationCapabilities: UInt8 = 0
     /// Copy limits: MSSRL (blocks), MCL (blocks), MSRC (0-based range count); nil = no Copy.
     public var copyLimits: (UInt16, UInt32, UInt8)? = nil
 
@@ -42,6 +44,7 @@ public struct NamespaceIdentity: Sendable {
         ns.nlbaf = 0
         ns.flbas = 0
         ns.nmic = shared ? 1 : 0
+        ns.rescap = reservationCapabilities
         if preferredWriteGranularity > 0 {
             let g = (preferredWriteGranularity - 1).littleEndian
             ns.npwg = g

@@ -47,6 +47,8 @@ public struct NVMeStatus: Equatable, Hashable, Sendable, CustomStringConvertible
     public static let namespaceNotReady = NVMeStatus(type: 0, code: UInt8(NVME_SC_NS_NOT_READY.rawValue), doNotRetry: false)
     public static let namespaceWriteProtected = generic(NVME_SC_NS_WRITE_PROTECTED)
     public static let keepAliveExpired = generic(NVME_SC_KAT_EXPIRED)
+    public static let reservationConflict = generic(NVME_SC_RESERVATION_CONFLICT)
+    public static let hostIdentifierInconsistentFormat = generic(NVME_SC_HOSTID_FORMAT)
     public static let invalidLogPage = specific(NVME_SC_INVALID_LOG_PAGE)
     public static let featureNotSaveable = specific(NVME_SC_FEATURE_NOT_SAVEABLE)
     public static let featureNotChangeable = specific(NVME_SC_FEATURE_NOT_CHANGEABLE)

@@ -44,6 +44,9 @@ struct Fathomd: ParsableCommand {
     @Option(name: .long, help: "In-capsule data size of I/O queues, in KiB (IOCCSZ).")
     var inCapsuleKiB: Int = 16
 
+    @Option(name: .long, help: "Directory for state that survives restarts (reservations with PTPL).")
+    var stateDir = "/var/lib/fathom"
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -85,6 +88,11 @@ struct Fathomd: ParsableCommand {
         var settings = TargetSettings()
         settings.maxH2CData = maxH2CDataKiB * 1024
         settings.ioInCapsuleDataSize = inCapsuleKiB * 1024
+        if mkdir(stateDir, 0o700) == 0 || errno == EEXIST, access(stateDir, W_OK) == 0 {
+            settings.stateDirectory = stateDir
+        } else {
+            logger.warning("state directory \(stateDir) is not writable: reservations will not persist through power loss (PTPL)")
+        }
 
         // Signals are taken synchronously by this thread; reactor threads inherit the mask.
         var signals = sigset_t()

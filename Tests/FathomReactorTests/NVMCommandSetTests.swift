@@ -28,7 +28,7 @@ final class NVMCommandSetTests: XCTestCase {
     func testIdentifyReportsExactlyTheImplementedCommands() throws {
         let id = try c.identify(cns: 1)
         let oncs = id.withUnsafeBytes { $0.baseAddress!.le16(520) }
-        XCTAssertEqual(oncs, 0b1_1101_1101, "Compare, DSM, Write Zeroes, Save/Select, Timestamp, Verify, Copy")
+        XCTAssertEqual(oncs, 0b1_1111_1101, "Compare, DSM, Write Zeroes, Save/Select, Reservations, Timestamp, Verify, Copy")
         let ns = try c.identify(cns: 0, nsid: 1)
         XCTAssertEqual(ns[33], 0x09, "DLFEAT: deallocated blocks read zeros, Write Zeroes may deallocate")
         ns.withUnsafeBytes {
@@ -37,7 +37,7 @@ final class NVMCommandSetTests: XCTestCase {
         }
         XCTAssertEqual(ns[80], IOCommand.maxSourceRangeCount, "MSRC")
         let effects = try c.getLogPage(0x05, length: 4096)
-        for op in [0x05, 0x08, 0x09, 0x0C, 0x19] { XCTAssertNotEqual(effects[1024 + op * 4], 0, "opcode \(op) in the effects log") }
+        for op in [0x05, 0x08, 0x09, 0x0C, 0x0D, 0x0E, 0x11, 0x15, 0x19] { XCTAssertNotEqual(effects[1024 + op * 4], 0, "opcode \(op) in the effects log") }
         XCTAssertEqual(effects[1024 + 0x08 * 4], 3, "Write Zeroes changes LBA content")
         XCTAssertEqual(effects[1024 + 0x0C * 4], 1, "Verify does not")
     }

@@ -49,7 +49,12 @@ final class TargetHarness {
         try server.start()
     }
 
+    private var stopped = false
+
+    /// Stops the server (once) and removes the backing files.
     func stop() {
+        guard !stopped else { return }
+        stopped = true
         server.stop()
         _ = try? FileManager.default.removeItem(atPath: directory)
     }
