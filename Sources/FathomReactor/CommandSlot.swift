@@ -47,6 +47,16 @@ struct CommandSlot {
     var rangeDone: UInt64 = 0
     var chunkLength = 0
     var chunkDone = 0
+    /// Fused Compare and Write: 1 = the Compare, 2 = the Write; the other half's slot.
+    var fuseRole: UInt8 = 0
+    var fusePartner = -1
+    var fuseDataReady = false
+    /// The pair cannot run; the Compare completes with this once its data is in.
+    var fuseFailure: NVMeStatus? = nil
+    /// The command entered its namespace's write gate (leave when done).
+    var gateEntered = false
+    /// This fused Compare holds its namespace's write gate closed.
+    var holdsGate = false
     /// C2HData bytes that precede the response (0 = none).
     var c2hLength = 0
     /// The C2HData carries SUCCESS and no CapsuleResp follows.

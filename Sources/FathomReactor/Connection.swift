@@ -66,6 +66,11 @@ final class Connection {
     let control: UnsafeMutableRawPointer
     var controlLength = 0
 
+    /// A fused Compare waiting for its Write (the next command on this queue), or -1.
+    var pendingFusedFirst = -1
+    /// Commands waiting for a closed write gate to open.
+    var deferred: [Int] = []
+
     /// SQEs in the kernel that reference this connection's memory.
     var inflight = 0
     var closeReason = ""
@@ -163,6 +168,7 @@ final class Connection {
 
     func releaseSlot(_ i: Int) {
         let s = slots[i]
+        releaseGate(i)
         if let b = s.pointee.buffer { reactor.pool.give(b, sizeClass: s.pointee.bufferClass) }
         if let a = s.pointee.aux { reactor.pool.give(a, sizeClass: s.pointee.auxClass) }
         s.pointee = CommandSlot()

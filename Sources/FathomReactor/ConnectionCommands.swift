@@ -45,16 +45,22 @@ extension Connection {
 
         // I/O commands are validated before any data is asked for.
         if controller != nil && !isAdminQueue && sqe.opcode != DataDirection.fabricsOpcode {
+            if pendingFusedFirst >= 0 && sqe.fuse != 2 { failPendingFusedFirst(.fusedCommandMissing) }
             switch IODecode(sqe, subsystem: controller!.subsystem, maxTransfer: reactor.settings.maxDataTransfer) {
             case let .fail(status):
+                if sqe.fuse == 2 { failPendingFusedFirst(.fusedCommandFailed) }
                 return complete(i, .failure(status))
             case let .ok(ns, request):
-                if let conflict = controller!.reservationConflict(request, on: ns) { return complete(i, .failure(conflict)) }
+                if let conflict = controller!.reservationConflict(request, on: ns) {
+                    if sqe.fuse == 2 { failPendingFusedFirst(.fusedCommandFailed) }
+                    return complete(i, .failure(conflict))
+                }
                 s.pointee.namespace = ns
                 s.pointee.request = request
                 if request.operation == .write && !controller!.volatileWriteCacheEnabled {
                     s.pointee.request.forceUnitAccess = true
                 }
+                if sqe.fuse != 0, let status = pairFused(i) { return complete(i, .failure(status)) }
             }
         }
 
@@ -95,6 +101,7 @@ extension Connection {
             }
             return
         }
+        if s.pointee.fuseRole != 0 { return fusedDataReady(i) }
         if sqe.opcode == DataDirection.fabricsOpcode {
             switch UInt32(sqe.fabricsCommandType) {
             case nvme_fabrics_type_disconnect_raw: return disconnect(i, .success)
@@ -151,6 +158,10 @@ extension Connection {
     func complete(_ i: Int, _ c: CommandCompletion, lba: UInt64 = 0) {
         let s = slots[i]
         let sqe = s.pointee.sqe
+        if s.pointee.gateEntered {
+            s.pointee.gateEntered = false
+            s.pointee.namespace?.writeGate.leave()
+        }
         if !c.status.isSuccess {
             controller?.recordError(queueID: queueID, commandID: sqe.commandID, status: c.status, lba: lba, nsid: sqe.nsid)
         }

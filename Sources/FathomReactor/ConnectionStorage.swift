@@ -33,6 +33,15 @@ extension Connection {
     func beginStorage(_ i: Int) {
         let s = slots[i]
         let r = s.pointee.request
+        // Writes pass the namespace's write gate (closed only while a fused Compare and
+        // Write runs); the fused pair itself holds the gate.
+        if r.isWriteClass && r.operation != .flush && s.pointee.fuseRole == 0 && !s.pointee.gateEntered {
+            guard s.pointee.namespace!.writeGate.enter() else {
+                deferred.append(i)
+                return
+            }
+            s.pointee.gateEntered = true
+        }
         s.pointee.storageDone = 0
         s.pointee.pending = 0
         s.pointee.failure = 0
@@ -102,6 +111,7 @@ extension Connection {
             s.pointee.storageDone = done
             if done < r.length { return issueTransfer(i) }
             controller?.account(read: r.operation == .read, bytes: r.length)
+            if s.pointee.fuseRole == 2 { return fusedWritten(i, .success) }
             complete(i, CommandCompletion(status: .success, dataLength: r.operation == .read ? r.length : 0))
         case .flush:
             result < 0 ? fail(i, result) : complete(i, .success)
@@ -117,6 +127,7 @@ extension Connection {
             if read < s.pointee.chunkLength { return }  // rest of the chunk was reissued
             if r.operation == .compare {
                 let same = memcmp(s.pointee.aux!, s.pointee.data!, r.length) == 0
+                if s.pointee.fuseRole == 1 { return fusedCompared(i, match: same) }
                 return complete(i, same ? .success : .failure(.compareFailure), lba: r.startingLBA)
             }
             s.pointee.rangeDone += UInt64(s.pointee.chunkLength)
@@ -132,6 +143,14 @@ extension Connection {
     private func fail(_ i: Int, _ result: Int32) {
         let s = slots[i]
         let r = s.pointee.request
+        if s.pointee.fuseRole != 0 {
+            let f = s.pointee.fuseRole == 1 ? i : s.pointee.fusePartner
+            let w = slots[f].pointee.fusePartner
+            let status = Self.status(forErrno: -result, read: s.pointee.fuseRole == 1)
+            complete(i, .failure(status), lba: r.startingLBA)
+            complete(i == f ? w : f, .failure(.fusedCommandFailed))
+            return releaseGate(f)
+        }
         let status = Self.status(forErrno: -result, read: r.operation == .read || r.operation == .verify || r.operation == .compare)
         logger.error("backend I/O failed", metadata: ["namespace": "\(s.pointee.namespace!.label)", "errno": "\(-result)",
                                                       "op": "\(r.operation)", "offset": "\(r.offset)"])

@@ -148,6 +148,11 @@ public final class FathomServer {
         return UInt64(st.st_size) >> UInt64(current.blockSizeShift) != current.blockCount
     }
 
+    /// A namespace's write gate opened: every reactor retries what waited for it.
+    func retryDeferredEverywhere() {
+        for r in reactors { r.post { r.retryDeferred() } }
+    }
+
     /// Round-robin placement of new connections (called by the accepting reactor only).
     func nextReactor() -> Reactor? {
         let r = reactors[nextIndex % reactors.count]

@@ -198,6 +198,11 @@ final class Reactor {
         conn.start()
     }
 
+    /// Retries commands of every connection here that waited for a write gate.
+    func retryDeferred() {
+        for case let c? in connections { c.retryDeferred() }
+    }
+
     func removeConnection(_ c: Connection) {
         guard c.index < connections.count, connections[c.index] === c else { return }
         connections[c.index] = nil

@@ -39,6 +39,8 @@ public final class Namespace {
 
     /// Registrants and reservation; carried over when the namespace is resized or replaced.
     public let reservations: ReservationState
+    /// Serializes fused Compare and Write against all other writes.
+    public let writeGate = WriteGate()
 
     public init(nsid: UInt32, nguid: [UInt8], uuid: [UInt8], readOnly: Bool, backend: NamespaceBackend, label: String,
                 reservations: ReservationState = ReservationState(persistencePath: nil)) {

@@ -79,6 +79,8 @@ public struct ControllerIdentity: Sendable {
         id.nn = namespaceCount.littleEndian
         id.oncs = optionalNVMCommands.littleEndian
         id.vwc = volatileWriteCache ? 0x1 : 0
+        // FUSES bit 0: Compare and Write as a fused operation.
+        id.fuses = UInt16(kind == .io ? 1 : 0).littleEndian
         // NWPC bit 0: namespaces can be switched between No Write Protect and Write Protect.
         id.nwpc = kind == .io ? 0x1 : 0
         // SGLS bit 0: SGLs supported (no alignment); bit 2: keyed SGL data block — not for TCP;

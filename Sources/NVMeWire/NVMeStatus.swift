@@ -35,6 +35,8 @@ public struct NVMeStatus: Equatable, Hashable, Sendable, CustomStringConvertible
     public static let dataTransferError = generic(NVME_SC_DATA_XFER_ERROR)
     public static let internalError = generic(NVME_SC_INTERNAL)
     public static let abortRequested = generic(NVME_SC_ABORT_REQ)
+    public static let fusedCommandFailed = generic(NVME_SC_FUSED_FAIL)
+    public static let fusedCommandMissing = generic(NVME_SC_FUSED_MISSING)
     public static let abortedSQDeletion = NVMeStatus(type: 0, code: UInt8(NVME_SC_ABORT_QUEUE.rawValue), doNotRetry: false)
     public static let invalidNamespace = generic(NVME_SC_INVALID_NS)
     public static let commandSequenceError = generic(NVME_SC_CMD_SEQ_ERROR)
