@@ -109,7 +109,11 @@ public enum IODecode {
             self = .ok(ns, r)
         case IOCommand.datasetManagement:
             let count = Int(sqe.cdw10 & 0xFF) + 1
-            guard sglLength == count * LBARanges.dsmEntrySize else { self = .fail(.dataSGLLengthInvalid); return }
+            // At least the ranges NR names; hosts may send more (Linux sends a whole
+            // 4 KiB buffer on some paths), never more than the 256-range maximum.
+            guard sglLength >= count * LBARanges.dsmEntrySize, sglLength <= IOCommand.maxDatasetRanges * LBARanges.dsmEntrySize else {
+                self = .fail(.dataSGLLengthInvalid); return
+            }
             let deallocate = sqe.cdw11 & (1 << 2) != 0
             if deallocate && ns.isWriteProtected { self = .fail(.namespaceWriteProtected); return }
             var r = BlockRequest(operation: .deallocate, offset: 0, length: 0, forceUnitAccess: false, startingLBA: 0)
@@ -120,7 +124,9 @@ public enum IODecode {
             let count = Int(sqe.cdw12 & 0xFF) + 1
             guard (sqe.cdw12 >> 8) & 0xF == 0 else { self = .fail(.invalidField); return }  // descriptor format 0 only
             guard count <= Int(IOCommand.maxSourceRangeCount) + 1 else { self = .fail(.commandSizeLimitExceeded); return }
-            guard sglLength == count * LBARanges.copyEntrySize else { self = .fail(.dataSGLLengthInvalid); return }
+            guard sglLength >= count * LBARanges.copyEntrySize, sglLength <= 256 * LBARanges.copyEntrySize else {
+                self = .fail(.dataSGLLengthInvalid); return
+            }
             var r = BlockRequest(operation: .copy, offset: 0, length: 0, forceUnitAccess: sqe.cdw12 & (1 << 30) != 0,
                                  startingLBA: sqe.startingLBA)
             r.rangeCount = count

@@ -101,6 +101,10 @@ struct Fathomd: ParsableCommand {
         sigaddset(&signals, SIGTERM)
         sigaddset(&signals, SIGHUP)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
+        // Also give them a (never run) handler: while the main thread sits in sigwait the
+        // kernel shows them unblocked, and tools that check whether SIGHUP would kill the
+        // daemon (before sending it) look for a handler.
+        for s in [SIGINT, SIGTERM, SIGHUP] { signal(s, { _ in }) }
 
         let server: FathomServer
         do {

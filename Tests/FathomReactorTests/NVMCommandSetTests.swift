@@ -81,6 +81,12 @@ final class NVMCommandSetTests: XCTestCase {
         bad.withUnsafeMutableBytes { $0.baseAddress!.put32(16, 4); $0.baseAddress!.put64(harness.blocks - 8, 8) }
         XCTAssertEqual(try io(SubmissionQueueEntry(opcode: 0x09, commandID: 0, nsid: 1, cdw10: 0, cdw11: 4), write: bad), .lbaOutOfRange)
         XCTAssertEqual(try io(SubmissionQueueEntry(opcode: 0x09, commandID: 0, nsid: 1, cdw10: 1, cdw11: 4), write: bad), .dataSGLLengthInvalid)
+        // Linux may send a whole page behind one range: NR decides, extra bytes are ignored.
+        try c.write(lba: 2048, data: Array(original[0..<4096]))
+        var page = [UInt8](repeating: 0xEE, count: 4096)
+        page.withUnsafeMutableBytes { $0.baseAddress!.put32(8, 4); $0.baseAddress!.put64(2048, 8) }
+        XCTAssertEqual(try io(SubmissionQueueEntry(opcode: 0x09, commandID: 0, nsid: 1, cdw10: 0, cdw11: 4), write: page), .success)
+        XCTAssertEqual(try c.read(lba: 2048, blocks: 8), [UInt8](repeating: 0, count: 4096))
     }
 
     func testCompareAndVerify() throws {

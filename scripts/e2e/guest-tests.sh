@@ -15,6 +15,8 @@ FIO_RAND_SIZE=${FIO_RAND_SIZE:-32M}       # 4k random write + crc32c verify
 FIO_SEQ_SIZE=${FIO_SEQ_SIZE:-32M}         # 128k sequential write + verify
 FIO_IODEPTH=${FIO_IODEPTH:-16}
 RESULT_DEV=${RESULT_DEV:-/dev/null}       # set by /init: second serial port
+# EXTRA_TESTS: test functions run after the core sessions (from guest-dataset.sh,
+# guest-io-cmds.sh, guest-hotplug.sh); SKIP_CORE=1 skips the plain/digest sessions.
 
 FAILS=0
 CTRL='' NSDEV=''
@@ -23,6 +25,10 @@ say()  { echo "$*"; echo "$*" > "$RESULT_DEV" 2>/dev/null || true; }
 pass() { say "PASS: $*"; }
 fail() { say "FAIL: $*"; FAILS=$((FAILS + 1)); }
 now()  { cut -d' ' -f1 /proc/uptime; }
+# is_num VALUE: decimal or 0x-hex as nvme-cli prints fields (%#x: "0", "0x2").
+# Checked before any $((...)): a malformed number there aborts busybox sh.
+is_num() { case $1 in [0-9]*) case $1 in *[!0-9a-fA-Fx]*) return 1 ;; esac; return 0 ;; esac; return 1; }
+has_bit() { is_num "$1" && [ $(($1 & $2)) -ne 0 ]; }   # has_bit VALUE MASK
 # Run a command with a time bound, echoing it and its output to the console.
 run()  { t=$1; shift; echo "+ $*"; timeout "$t" "$@" > /tmp/out 2>&1; r=$?; cat /tmp/out; return $r; }
 
@@ -30,24 +36,37 @@ run()  { t=$1; shift; echo "+ $*"; timeout "$t" "$@" > /tmp/out 2>&1; r=$?; cat 
 # psync (always built in) if libaio is not usable.
 if fio --enghelp=libaio > /dev/null 2>&1; then FIO_ENGINE=libaio; else FIO_ENGINE=psync; fi
 
-# Controllers (nvmeX) for our subsystem over tcp, from sysfs.
+# Controllers (nvmeX) of subsystem $1 (default $SUBNQN) over tcp, from sysfs.
 our_ctrls() {
+    local q=${1:-$SUBNQN} c
     for c in /sys/class/nvme/nvme*; do
         [ -e "$c/subsysnqn" ] || continue
-        [ "$(cat "$c/subsysnqn")" = "$SUBNQN" ] && [ "$(cat "$c/transport")" = tcp ] \
+        [ "$(cat "$c/subsysnqn")" = "$q" ] && [ "$(cat "$c/transport")" = tcp ] \
             && basename "$c"
     done
 }
-# Namespace block device of our subsystem. With native multipath (=y on
-# Debian) the disk is nvme<subsys>n<nsid> and need not share the controller's
-# number; hidden per-path nodes (nvmeXcYnZ) have no /dev entry and are skipped.
+# Block device of namespace $1 (default 1) of subsystem $2 (default $SUBNQN).
+# With native multipath (=y on Debian) the disk is nvme<subsys>n<instance>: the
+# number is neither the controller's nor the nsid, so match sysfs "nsid".
+# Hidden per-path nodes (nvmeXcYnZ) have no /dev entry and are skipped.
 our_nsdev() {
+    local want=${1:-1} q=${2:-$SUBNQN} b n
     for b in /sys/block/nvme*n*; do
-        n=$(basename "$b")
+        n=${b##*/}
         case $n in *c*n*) continue ;; esac
-        [ -e "$b/device/subsysnqn" ] || continue
-        [ "$(cat "$b/device/subsysnqn")" = "$SUBNQN" ] && [ -b "/dev/$n" ] && { echo "/dev/$n"; return; }
+        [ -e "$b/device/subsysnqn" ] && [ -e "$b/nsid" ] || continue
+        [ "$(cat "$b/device/subsysnqn")" = "$q" ] && [ "$(cat "$b/nsid")" = "$want" ] \
+            && [ -b "/dev/$n" ] && { echo "/dev/$n"; return; }
     done
+}
+# our_nsdev, polled for up to $3 seconds (a namespace shows up after connect).
+wait_nsdev() {
+    local i=0 d
+    while [ $i -lt $(($3 * 2)) ]; do
+        d=$(our_nsdev "$1" "$2") && [ -n "$d" ] && { echo "$d"; return 0; }
+        sleep 0.5; i=$((i + 1))
+    done
+    return 1
 }
 
 check_discover() {
@@ -67,11 +86,7 @@ connect() {  # $1 = label, rest = extra connect options
             --ctrl-loss-tmo=30 "$@"; then
         fail "[$label] nvme connect${*:+ $*} failed"; return 1
     fi
-    i=0
-    while [ $i -lt 40 ]; do   # up to ~20 s for the namespace to appear
-        NSDEV=$(our_nsdev); [ -n "$NSDEV" ] && break
-        sleep 0.5; i=$((i + 1))
-    done
+    NSDEV=$(wait_nsdev 1 "$SUBNQN" 20)   # up to 20 s for the namespace to appear
     CTRL=$(our_ctrls | head -n1)
     if [ -n "$CTRL" ] && [ -n "$NSDEV" ]; then pass "[$label] connect -> /dev/$CTRL, $NSDEV"
     else fail "[$label] connect: ctrl='$CTRL' ns='$NSDEV' after 20 s"; return 1; fi
@@ -138,8 +153,17 @@ session() {  # $1 = label, rest = extra connect options
 say "INFO: target $TARGET_ADDR:$TARGET_PORT subnqn $SUBNQN, fio engine $FIO_ENGINE, hostnqn $(cat /etc/nvme/hostnqn)"
 T0=$(now)
 check_discover
-session plain
-session digest -g -G
+if [ "${SKIP_CORE:-0}" != 1 ]; then
+    session plain
+    session digest -g -G
+fi
+# Further checks, defined by files kernel-e2e.sh concatenates before this one
+# (guest-dataset.sh, guest-io-cmds.sh, guest-hotplug.sh); each connects and
+# disconnects on its own, so the controller check below covers them too.
+for t in ${EXTRA_TESTS:-}; do
+    say "INFO: ----- $t -----"
+    if type "$t" > /dev/null 2>&1; then "$t"; else fail "no guest test function '$t'"; fi
+done
 
 run 30 nvme list
 # Both views: nvme-cli's device list and the kernel's controller list.

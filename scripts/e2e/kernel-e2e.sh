@@ -5,18 +5,27 @@
 # runs in a QEMU/TCG guest (the host kernel has no nvme modules):
 #   1. installs missing Debian packages (qemu, kernel image, nvme-cli, fio, ...)
 #   2. builds the guest kernel + initramfs into <repo>/.build-e2e (cached)
-#   3. creates a 256 MiB sparse backing file and an nvmetcli-style JSON config
+#   3. creates the backing stores (host-fixtures.sh) and an nvmetcli JSON config:
+#      subsystem e2e: nsid 1 = 256 MiB sparse file, nsid 2 = 64 MiB loop device;
+#      subsystem dataset: nsid 1 = read-only ext4 image of generated files
 #   4. starts `fathomd --config CONFIG` on a free 127.0.0.1 port
-#   5. boots the guest with guest-tests.sh (guest sees the host as 10.0.2.2)
-#   6. SIGTERMs fathomd, which must exit 0 within 10 s
+#   5. boots the guest with guest-tests.sh (guest sees the host as 10.0.2.2),
+#      plus guest-dataset.sh, guest-io-cmds.sh, guest-hotplug.sh; meanwhile
+#      hotplug-watcher.sh serves the guest's hot-plug requests (config edit+SIGHUP)
+#   6. SIGTERMs fathomd, which must exit 0 within 10 s; detaches the loop device
 # Exit status is non-zero if any step or guest check failed.
 #
 # --selftest  validate the harness itself without fathomd: guest-smoke.sh
-#             (tools, modules, host reachability, closed-port discover) and
-#             guest-tests.sh against the Linux nvmet target inside the guest.
+#             (tools, modules, host reachability, closed-port discover) and the
+#             guest tests against the Linux nvmet target inside the guest (no
+#             dataset, compare or write-zeroes checks: nvmet has no read-only
+#             namespaces and no Compare, and cannot zero a range on tmpfs).
 # --keep      keep the temp dir (backing file, config) for inspection.
 # Logs of the last run: <repo>/.build-e2e/last-run/ (console, fathomd, results).
-# Env: E2E_OUT (artifact dir), E2E_TIMEOUT (guest timeout, s), FIO_* (sizes).
+# Env: E2E_OUT (artifact dir), E2E_TIMEOUT (guest timeout, s), FIO_* (sizes),
+#      E2E_EXTRA_TESTS (guest test functions after the core sessions, default
+#      "test_dataset test_io_cmds test_hotplug"), E2E_SKIP_CORE=1 (skip the
+#      plain/digest fio sessions), IO_CMDS, HOTPLUG_TIMEOUT (see guest files).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,13 +38,14 @@ while (($#)); do
         --fathomd=*) FATHOMD=${1#*=}; shift ;;
         --selftest) MODE=selftest; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 E2E_OUT=${E2E_OUT:-$REPO/.build-e2e}
 RUN_DIR=$E2E_OUT/last-run
 SUBNQN=nqn.2026-11.io.fathom:e2e
+DATASET_NQN=nqn.2026-11.io.fathom:dataset
 log() { echo "[kernel-e2e] $*" >&2; }
 T_START=$SECONDS
 if [[ $MODE == fathom && ! -x $FATHOMD ]]; then   # fail fast, before any setup
@@ -50,7 +60,8 @@ ensure_packages() {
     local -a missing=()
     local spec cmd pkg
     for spec in qemu-system-x86_64:qemu-system-x86 nvme:nvme-cli fio:fio cpio:cpio \
-                depmod:kmod xz:xz-utils readelf:binutils mke2fs:e2fsprogs ldconfig:libc-bin; do
+                depmod:kmod xz:xz-utils readelf:binutils mke2fs:e2fsprogs ldconfig:libc-bin \
+                jq:jq losetup:mount; do
         cmd=${spec%%:*}; pkg=${spec#*:}
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
     done
@@ -94,30 +105,63 @@ wait_port() {  # $1 port, $2 seconds, $3 pid that must stay alive
     return 1
 }
 
+# shellcheck source=host-fixtures.sh
+source "$HERE/host-fixtures.sh"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fathom-e2e.XXXXXX")
-DAEMON_PID=
+DAEMON_PID= WATCHER_PID= GUEST_PID=
+stop_watcher() {
+    [[ -n $WATCHER_PID ]] || return 0
+    kill "$WATCHER_PID" 2>/dev/null || true; wait "$WATCHER_PID" 2>/dev/null || true
+    WATCHER_PID=
+}
+# Also on failure or interrupt: no daemon, watcher or loop device left behind
+# (the loop device only after fathomd is gone, it holds it open).
 cleanup() {
-    if [[ -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-        kill -KILL "$DAEMON_PID" 2>/dev/null || true
+    if [[ -n $GUEST_PID ]]; then   # run-guest.sh stops QEMU on SIGTERM
+        kill "$GUEST_PID" 2>/dev/null || true; wait "$GUEST_PID" 2>/dev/null || true
     fi
+    stop_watcher
+    if [[ -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+        kill -KILL "$DAEMON_PID" 2>/dev/null || true; wait "$DAEMON_PID" 2>/dev/null || true
+    fi
+    detach_loop
     if ((KEEP)); then log "kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT; trap 'exit 143' TERM   # so that the EXIT trap runs
+# run-guest.sh in the background + wait: a signal to this script is then
+# handled at once instead of after the whole guest run.
+run_guest() {
+    local rc=0
+    bash "$HERE/run-guest.sh" "$E2E_OUT" "$GUEST_SCRIPT" "$RESULT" &
+    GUEST_PID=$!
+    wait "$GUEST_PID" || rc=$?
+    GUEST_PID=
+    return "$rc"
+}
 rm -rf "$RUN_DIR"; mkdir -p "$RUN_DIR"
 GUEST_SCRIPT=$RUN_DIR/guest-script.sh
 RESULT=$RUN_DIR/result.txt
 export E2E_CONSOLE_LOG=$RUN_DIR/console.log
 
-# FIO_* knobs are forwarded into the guest script when set on the host.
-fio_vars() {
+# Guest knobs, forwarded into the guest script when set on the host; $1 is
+# the default list of extra guest test functions for the mode.
+guest_vars() {
     local v
-    for v in FIO_RAND_SIZE FIO_SEQ_SIZE FIO_IODEPTH; do
+    for v in FIO_RAND_SIZE FIO_SEQ_SIZE FIO_IODEPTH FIO_RAWBLOCK_SIZE IO_CMDS HOTPLUG_TIMEOUT; do
         [[ -n ${!v:-} ]] && printf '%s=%q\n' "$v" "${!v}"
     done
-    return 0
+    printf 'EXTRA_TESTS=%q\n' "${E2E_EXTRA_TESTS-$1}"
+    [[ ${E2E_SKIP_CORE:-0} != 1 ]] || echo SKIP_CORE=1
 }
 
-GUEST_RC=0 DAEMON_RC=0 TARGET_RC=0
+# The guest test files: checks as functions first, guest-tests.sh (helpers,
+# core sessions, then "$EXTRA_TESTS") last.
+guest_files() {
+    cat "$HERE/guest-dataset.sh" "$HERE/guest-io-cmds.sh" "$HERE/guest-hotplug.sh" "$HERE/guest-tests.sh"
+}
+
+GUEST_RC=0 DAEMON_RC=0 TARGET_RC=0 HOST_RC=0
 if [[ $MODE == selftest ]]; then
     # --- self-test: no fathomd -----------------------------------------------------
     mkdir -p "$TMP/www"
@@ -131,23 +175,25 @@ if [[ $MODE == selftest ]]; then
     {
         printf 'HTTP_PORT=%s\nHTTP_TOKEN=%s\nCLOSED_PORT=%s\n' "$HTTP_PORT" "$TOKEN" "$CLOSED_PORT"
         printf 'TARGET_PORT=4420\nSUBNQN=%s\n' "$SUBNQN"
-        fio_vars
+        # No write_zeroes (nvmet answers "ONCS not supported": tmpfs has no
+        # FALLOC_FL_ZERO_RANGE) and no compare (nvmet has no Compare command).
+        IO_CMDS=${IO_CMDS:-rawblock discard} guest_vars "test_io_cmds test_hotplug"
         echo '('; cat "$HERE/guest-smoke.sh"; echo '); SMOKE_RC=$?'
-        echo '('; cat "$HERE/guest-nvmet-target.sh" "$HERE/guest-tests.sh"; echo '); TESTS_RC=$?'
+        echo '('; cat "$HERE/guest-nvmet-target.sh"; guest_files; echo '); TESTS_RC=$?'
         echo 'echo "smoke rc=$SMOKE_RC tests rc=$TESTS_RC"; [ $SMOKE_RC -eq 0 ] && [ $TESTS_RC -eq 0 ]'
     } > "$GUEST_SCRIPT"
-    bash "$HERE/run-guest.sh" "$E2E_OUT" "$GUEST_SCRIPT" "$RESULT" || GUEST_RC=$?
+    run_guest || GUEST_RC=$?
     kill "$DAEMON_PID" 2>/dev/null || true; wait "$DAEMON_PID" 2>/dev/null || true; DAEMON_PID=
 else
-    # --- 3. backing file + config ------------------------------------------------
+    # --- 3. backing stores + config ------------------------------------------------
     truncate -s 256M "$TMP/ns1.img"
+    make_dataset "$TMP"
+    if ! setup_loop "$TMP/ns2-loop.img"; then   # the guest's rawblock check then fails too
+        log "FAIL: no loop device for the raw block namespace (nsid 2)"; HOST_RC=1
+    fi
     PORT=$(free_port) || { log "no free port"; exit 1; }
-    NS_UUID=$(cat /proc/sys/kernel/random/uuid)
-    NGUID=$(tr -d - < /proc/sys/kernel/random/uuid)
     CONFIG=$TMP/config.json
-    cat > "$CONFIG" <<EOF
-{"hosts": [], "ports": [{"addr": {"adrfam": "ipv4", "traddr": "127.0.0.1", "treq": "not specified", "trsvcid": "$PORT", "trtype": "tcp"}, "portid": 1, "referrals": [], "subsystems": ["$SUBNQN"]}], "subsystems": [{"allowed_hosts": [], "attr": {"allow_any_host": "1", "model": "Fathom", "serial": "fathom-e2e-0001"}, "namespaces": [{"device": {"nguid": "$NGUID", "path": "$TMP/ns1.img", "uuid": "$NS_UUID"}, "enable": 1, "nsid": 1}], "nqn": "$SUBNQN"}]}
-EOF
+    write_config "$CONFIG" "$PORT" "$SUBNQN" "$TMP/ns1.img" "$LOOP_DEV" "$DATASET_NQN" "$TMP/dataset.img"
     cp "$CONFIG" "$RUN_DIR/config.json"
 
     # --- 4. start fathomd ----------------------------------------------------------
@@ -163,8 +209,21 @@ EOF
     log "fathomd is listening (pid $DAEMON_PID)"
 
     # --- 5. guest --------------------------------------------------------------------
-    { printf 'TARGET_PORT=%s\nSUBNQN=%s\n' "$PORT" "$SUBNQN"; fio_vars; cat "$HERE/guest-tests.sh"; } > "$GUEST_SCRIPT"
-    bash "$HERE/run-guest.sh" "$E2E_OUT" "$GUEST_SCRIPT" "$RESULT" || GUEST_RC=$?
+    ACK_PORT=$(free_port) || { log "no free port"; exit 1; }
+    {
+        printf 'TARGET_PORT=%s\nSUBNQN=%s\nDATASET_NQN=%s\nACK_PORT=%s\n' "$PORT" "$SUBNQN" "$DATASET_NQN" "$ACK_PORT"
+        guest_vars "test_dataset test_io_cmds test_hotplug"
+        # Expected dataset sums, as a file in the guest (names are ours: no quoting issues).
+        echo "cat > /tmp/dataset.sha256 <<'DATASET_SUMS'"; cat "$TMP/dataset.sha256"; echo DATASET_SUMS
+        guest_files
+    } > "$GUEST_SCRIPT"
+    # Hot-plug requests from the guest arrive on the result channel while it runs.
+    bash "$HERE/hotplug-watcher.sh" "$RESULT" "$CONFIG" "$DAEMON_PID" "$TMP/hotplug-ack" "$ACK_PORT" \
+        "$SUBNQN" "$TMP/ns1.img" "$TMP/ns3.img" "$DAEMON_LOG" 2> >(tee "$RUN_DIR/hotplug.log" >&2) &
+    WATCHER_PID=$!
+    run_guest || GUEST_RC=$?
+    stop_watcher
+    cp "$CONFIG" "$RUN_DIR/config-final.json"
 
     # --- target side: every controller the guest created was torn down again ------------
     # (I/O queues of a removed controller close on the reactors' 1 s tick.)
@@ -199,14 +258,21 @@ EOF
                        || log "FAIL: fathomd exit status $DAEMON_RC"
     log "fathomd log tail ($DAEMON_LOG):"
     tail -n 30 "$DAEMON_LOG" | sed 's/^/  | /' >&2
+    # fathomd is gone, so the loop device detaches at once; make sure it did.
+    if [[ -n $LOOP_DEV ]]; then
+        detach_loop
+        if [[ -n $(losetup -j "$TMP/ns2-loop.img" 2>/dev/null) ]]; then
+            log "FAIL: loop device still attached: $(losetup -j "$TMP/ns2-loop.img")"; HOST_RC=1
+        else log "PASS: loop device detached"; fi
+    fi
 fi
 
 # --- summary -------------------------------------------------------------------------
 log "guest results ($RESULT):"
-tr -d '\r' < "$RESULT" | grep -E '^(PASS|FAIL|INFO|SUMMARY|SMOKE|E2E_)' | sed 's/^/  /' >&2 || true
+tr -d '\r' < "$RESULT" | grep -E '^(PASS|FAIL|INFO|SUMMARY|SMOKE|E2E_|HOTPLUG_)' | sed 's/^/  /' >&2 || true
 log "total $((SECONDS - T_START))s; logs in $RUN_DIR"
-if ((GUEST_RC != 0 || DAEMON_RC != 0 || TARGET_RC != 0)); then
-    log "FAILED (guest rc=$GUEST_RC, fathomd rc=$DAEMON_RC, target-side checks rc=$TARGET_RC)"
+if ((GUEST_RC != 0 || DAEMON_RC != 0 || TARGET_RC != 0 || HOST_RC != 0)); then
+    log "FAILED (guest rc=$GUEST_RC, fathomd rc=$DAEMON_RC, target-side checks rc=$TARGET_RC, host setup rc=$HOST_RC)"
     exit 1
 fi
 log "OK"

@@ -37,6 +37,9 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+# Without these, a SIGTERM/SIGINT while in "wait" kills bash without running
+# the EXIT trap, leaving QEMU running until its timeout.
+trap 'exit 143' TERM; trap 'exit 130' INT
 
 # Per-run initrd = base archive + a second (uncompressed) cpio holding /test.sh.
 # The kernel unpacks concatenated archives in order, whatever their compression.

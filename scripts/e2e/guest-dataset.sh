@@ -1,0 +1,139 @@
+# guest-dataset.sh — defines test_dataset for guest-tests.sh (concatenated
+# before it by kernel-e2e.sh; uses its helpers: run, pass, fail, say, our_*).
+#
+# Read-only dataset namespace shared by many hosts: subsystem $DATASET_NQN,
+# nsid 1 = an ext4 image exported with "readonly": true. The host passes the
+# expected file sums in /tmp/dataset.sha256 ("<sum>  ./path" lines).
+DATASET_NQN=${DATASET_NQN:-nqn.2026-11.io.fathom:dataset}
+DATASET_MNT=/mnt/dataset
+
+# ds_connect [HOST_UUID]: connects to the dataset subsystem and prints the new
+# controller. With HOST_UUID, as another host (host NQN/ID from that UUID),
+# by writing the options to /dev/nvme-fabrics the way nvme-cli does: nvme-cli
+# 2.3 refuses that with "already connected" (even with -D), because its check
+# matches address + subsystem only; the kernel does tell the hosts apart.
+ds_connect() {
+    local before c opts
+    before=" $(our_ctrls "$DATASET_NQN" | tr '\n' ' ') "
+    if [ -n "${1:-}" ]; then
+        opts="nqn=$DATASET_NQN,transport=tcp,traddr=$TARGET_ADDR,trsvcid=$TARGET_PORT"
+        opts="$opts,hostnqn=nqn.2014-08.org.nvmexpress:uuid:$1,hostid=$1,ctrl_loss_tmo=30"
+        echo "+ echo -n $opts > /dev/nvme-fabrics" >&2
+        echo -n "$opts" > /dev/nvme-fabrics || return 1
+    else
+        run 60 nvme connect -t tcp -a "$TARGET_ADDR" -s "$TARGET_PORT" -n "$DATASET_NQN" \
+            --ctrl-loss-tmo=30 >&2 || return 1
+    fi
+    for c in $(our_ctrls "$DATASET_NQN"); do
+        case $before in *" $c "*) ;; *) echo "$c"; return 0 ;; esac
+    done
+    return 1
+}
+
+# Mount read-only and check every file's sum. ro: the device is read-only;
+# noload: never try to replay the journal (that would write).
+# The sums name "./path"; they are rewritten to absolute paths instead of
+# cd-ing into the mount: busybox "timeout" leaves a watchdog process (cwd
+# inherited) alive for up to a second, which would make umount fail with EBUSY.
+ds_verify() {  # $1 label, $2 device
+    local n i=0
+    if ! run 30 mount -t ext4 -o ro,noload "$2" "$DATASET_MNT"; then
+        fail "[$1] mount -t ext4 -o ro,noload $2: $(head -n1 /tmp/out)"; return 1
+    fi
+    sed "s|  \./|  $DATASET_MNT/|" /tmp/dataset.sha256 > /tmp/dataset-abs.sha256
+    if run 120 sha256sum -c /tmp/dataset-abs.sha256; then
+        n=$(grep -c ': OK$' /tmp/out)
+        pass "[$1] all $n dataset files match their host-side sha256 ($2 mounted ro)"
+    else
+        fail "[$1] dataset checksum mismatch: $(grep -v ': OK$' /tmp/out | head -n3 | tr '\n' ' ')"
+    fi
+    until umount "$DATASET_MNT"; do
+        i=$((i + 1)); [ $i -lt 10 ] || { fail "[$1] umount $DATASET_MNT"; return 1; }
+        sleep 0.5
+    done
+}
+
+ds_teardown() {
+    local i=0
+    [ -n "$(our_ctrls "$DATASET_NQN")" ] || return 0
+    run 60 nvme disconnect -n "$DATASET_NQN"
+    while [ -n "$(our_ctrls "$DATASET_NQN")" ] && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
+    if [ -z "$(our_ctrls "$DATASET_NQN")" ]; then pass "[dataset] disconnect (all controllers)"
+    else fail "[dataset] controllers left: $(our_ctrls "$DATASET_NQN" | tr '\n' ' ')"; fi
+}
+
+test_dataset() {
+    local L=dataset dev c1 c2 ro i u v
+    mkdir -p "$DATASET_MNT"
+    if ! c1=$(ds_connect); then fail "[$L] nvme connect -n $DATASET_NQN"; ds_teardown; return; fi
+    if ! dev=$(wait_nsdev 1 "$DATASET_NQN" 20); then
+        fail "[$L] no namespace device for $DATASET_NQN after 20 s"; ds_teardown; return
+    fi
+    pass "[$L] connect -> /dev/$c1, $dev"
+
+    # The host kernel applies NSATTR bit 0 (write protected) with set_disk_ro()
+    # while it (re)validates the namespace, which may lag the device node.
+    i=0
+    while ro=$(blockdev --getro "$dev" 2>&1) && [ "$ro" != 1 ] && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
+    [ "$ro" = 1 ] && pass "[$L] blockdev --getro $dev = 1 (kernel honours NSATTR write protect)" \
+                  || fail "[$L] blockdev --getro $dev = '$ro', want 1"
+
+    # ext4 ships in the initramfs but is not loaded at boot (saves boot time).
+    grep -qw ext4 /proc/filesystems || run 30 modprobe ext4 || fail "[$L] modprobe ext4: $(cat /tmp/out)"
+    ds_verify $L "$dev"
+
+    # Writes must be refused. dd: the block layer rejects writes to a read-only
+    # disk (EPERM) before anything reaches the target.
+    if run 30 dd if=/dev/zero of="$dev" bs=4096 count=1 oflag=direct; then
+        fail "[$L] dd write to read-only $dev succeeded"
+    else pass "[$L] dd write to $dev refused ($(grep '^dd:' /tmp/out | head -n1))"; fi
+    # nvme write is a passthrough command, so this one is refused by the target
+    # itself: require the NVMe status, not just any error. --force: skip
+    # nvme-cli's own O_EXCL open (EBUSY while anything holds the disk), which
+    # has nothing to do with the target.
+    if run 30 nvme write "$dev" -s 0 -c 0 -z 512 -d /dev/zero --force; then
+        fail "[$L] nvme write to read-only namespace succeeded"
+    elif grep -qi 'write protected' /tmp/out; then
+        pass "[$L] nvme write refused by the target: $(grep -i 'status' /tmp/out | head -n1)"
+    else fail "[$L] nvme write failed, but not with 'Namespace is Write Protected': $(head -n2 /tmp/out | tr '\n' ' ')"; fi
+
+    # Sharing: the controller must advertise multi-controller subsystem (CMIC
+    # bit 1) and the namespace must be shared (NMIC bit 0); the Linux host
+    # rejects a second controller ("Subsystem does not support multiple
+    # controllers") or namespace path ("Duplicate unshared namespace") otherwise.
+    if run 30 nvme id-ctrl "/dev/$c1"; then
+        v=$(awk -F: '$1 ~ /^cmic *$/ {gsub(/ /, "", $2); print $2}' /tmp/out)
+        has_bit "$v" 2 && pass "[$L] id-ctrl cmic=$v (multiple controllers)" \
+                                            || fail "[$L] id-ctrl cmic='$v', want bit 1 set"
+    else fail "[$L] id-ctrl /dev/$c1"; fi
+    if run 30 nvme id-ns "$dev"; then
+        v=$(awk -F: '$1 ~ /^nmic *$/ {gsub(/ /, "", $2); print $2}' /tmp/out)
+        has_bit "$v" 1 && pass "[$L] id-ns nmic=$v (shared namespace)" \
+                                            || fail "[$L] id-ns nmic='$v', want bit 0 set"
+        say "INFO: [$L] id-ns $(grep -E '^(nsze|nsattr|dlfeat)[[:space:]]' /tmp/out | tr -s '\t ' ' ' | tr '\n' ' ')"
+    else fail "[$L] id-ns $dev"; fi
+
+    # A second host: same subsystem, different host NQN/ID. The 6.1 kernel
+    # accepts it as a second controller (path) of the same subsystem, so the
+    # namespace stays one multipath disk with two paths.
+    u=$(cat /proc/sys/kernel/random/uuid)
+    if c2=$(ds_connect "$u"); then
+        pass "[$L] second host nqn...:uuid:$u connected -> /dev/$c2 ($(our_ctrls "$DATASET_NQN" | wc -l) controllers on $DATASET_NQN)"
+        [ "$(cat "/sys/class/nvme/$c1/cntlid")" != "$(cat "/sys/class/nvme/$c2/cntlid")" ] \
+            || fail "[$L] both controllers have cntlid $(cat "/sys/class/nvme/$c2/cntlid")"
+        # Take host 1's path away; the data must still be readable via host 2.
+        run 60 nvme disconnect -d "$c1"
+        i=0
+        while [ -e "/sys/class/nvme/$c1" ] && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
+        if [ -e "/sys/class/nvme/$c1" ]; then fail "[$L] /dev/$c1 still present after disconnect -d"
+        elif dev=$(wait_nsdev 1 "$DATASET_NQN" 10); then
+            sync; echo 3 > /proc/sys/vm/drop_caches   # reads must go over the wire again
+            ds_verify "$L via host 2 only" "$dev"
+        else fail "[$L] namespace gone after removing only the first path"; fi
+    else
+        # Documented fallback: should a kernel refuse the second controller from
+        # the same host kernel, the CMIC/NMIC checks above are the evidence.
+        fail "[$L] second host connect refused: $(dmesg | grep -i nvme | tail -n2 | tr '\n' ' ')"
+    fi
+    ds_teardown
+}
