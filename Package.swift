@@ -12,11 +12,13 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "fathomd", targets: ["fathomd"]),
+        .executable(name: "fathom-perf", targets: ["fathom-perf"]),
         .library(name: "NVMeInitiator", targets: ["NVMeInitiator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .systemLibrary(name: "CLiburing", path: "Sources/CLiburing"),
@@ -40,6 +42,14 @@ let package = Package(
                 "FathomReactor", "FathomConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swift5),
+        .executableTarget(
+            name: "fathom-perf",
+            dependencies: [
+                "NVMeInitiator", "NVMeWire", "CLiburing",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: swift5),
         .testTarget(name: "NVMeWireTests", dependencies: ["NVMeWire"], swiftSettings: swift5),

@@ -30,8 +30,18 @@ public final class TCPSocket {
             inet_pton(AF_INET, host, &sa.sin_addr)
             rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         }
-        guard rc == 0 else {
-            let e = errno
+        var e = rc == 0 ? 0 : errno
+        if rc != 0 && (e == EINTR || e == EINPROGRESS) {
+            // A signal interrupted connect(2); the connection still completes in the
+            // background: wait for it and read its outcome.
+            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            while poll(&pfd, 1, Int32(timeoutSeconds * 1000)) < 0 && errno == EINTR {}
+            var soError: Int32 = 0
+            var len = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &len)
+            e = pfd.revents & Int16(POLLOUT) != 0 ? soError : ETIMEDOUT
+        }
+        guard e == 0 else {
             Glibc.close(fd)
             throw InitiatorError.system("connect to \(host):\(port)", e)
         }
