@@ -19,7 +19,9 @@ final class Connection {
     let fd: Int32
     let index: Int
     let generation: UInt16
-    unowned let reactor: Reactor
+    /// The owning reactor outlives every connection it holds (it removes them before it
+    /// stops), so the reference needs no runtime check on each of the many uses per command.
+    unowned(unsafe) let reactor: Reactor
     let port: Port
     let peer: String
     let localAddress: String
@@ -61,6 +63,8 @@ final class Connection {
     var iovCount = 0
     let msg: UnsafeMutablePointer<msghdr>
     var sendInFlight = false
+    /// Registered with the reactor for a flush at the end of this loop iteration.
+    var flushScheduled = false
     var closeAfterSend = false
     /// ICResp and C2HTermReq (at most one of each, ever).
     let control: UnsafeMutableRawPointer
@@ -169,9 +173,27 @@ final class Connection {
     func releaseSlot(_ i: Int) {
         let s = slots[i]
         releaseGate(i)
-        if let b = s.pointee.buffer { reactor.pool.give(b, sizeClass: s.pointee.bufferClass) }
-        if let a = s.pointee.aux { reactor.pool.give(a, sizeClass: s.pointee.auxClass) }
-        s.pointee = CommandSlot()
+        if let b = s.pointee.buffer {
+            reactor.pool.give(b, sizeClass: s.pointee.bufferClass)
+            s.pointee.buffer = nil
+        }
+        if let a = s.pointee.aux {
+            reactor.pool.give(a, sizeClass: s.pointee.auxClass)
+            s.pointee.aux = nil
+        }
+        // Field by field: assigning a fresh CommandSlot costs a full value-witness copy.
+        s.pointee.state = .free
+        s.pointee.data = nil
+        s.pointee.dataLength = 0
+        s.pointee.inCapsuleLength = 0
+        s.pointee.received = 0
+        s.pointee.namespace = nil
+        s.pointee.c2hLength = 0
+        s.pointee.skipResponse = false
+        s.pointee.fuseRole = 0
+        s.pointee.fusePartner = -1
+        s.pointee.fuseDataReady = false
+        s.pointee.fuseFailure = nil
         slots.give(i)
     }
 

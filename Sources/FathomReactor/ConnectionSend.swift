@@ -7,10 +7,15 @@ import Glibc
 /// The send side: queued PDUs leave in one SENDMSG per batch, headers from the slots'
 /// header areas and data straight from the command buffers (no copy).
 extension Connection {
+    /// Queues a PDU. Sending waits until the reactor has handled every completion of this
+    /// loop iteration, so all responses a recv produced leave in one SENDMSG.
     @inline(__always)
     func enqueue(_ item: Int32) {
         sendQueue.append(item)
-        flushSends()
+        if !flushScheduled {
+            flushScheduled = true
+            reactor.scheduleFlush(self)
+        }
     }
 
     /// Starts a SENDMSG of everything queued, unless one is already in flight (one at a time

@@ -18,6 +18,8 @@ final class Reactor {
     private(set) var ring: Ring!
     private(set) var pool: BufferPool!
     private var connections: [Connection?] = []
+    /// Connections with PDUs queued during this loop iteration.
+    private var toFlush: [Connection] = []
     private var freeIndices: [Int] = []
     private var generations: [UInt16] = []
     var nowMs: Int64 = MonotonicClock.nowMs()
@@ -98,6 +100,7 @@ final class Reactor {
             }
             nowMs = MonotonicClock.nowMs()
             ring.drain { raw, result in self.dispatch(raw, result) }
+            flushScheduled()
             if stopping && connections.allSatisfy({ $0 == nil }) { break }
         }
         logger.debug("reactor stopped")
@@ -196,6 +199,19 @@ final class Reactor {
         connections[index] = conn
         logger.info("connection accepted", metadata: ["peer": "\(c.peer)", "local": "\(c.local):\(c.port.serviceID)"])
         conn.start()
+    }
+
+    @inline(__always)
+    func scheduleFlush(_ c: Connection) { toFlush.append(c) }
+
+    /// One SENDMSG per connection for everything queued this iteration.
+    private func flushScheduled() {
+        guard !toFlush.isEmpty else { return }
+        for c in toFlush {
+            c.flushScheduled = false
+            c.flushSends()
+        }
+        toFlush.removeAll(keepingCapacity: true)
     }
 
     /// Retries commands of every connection here that waited for a write gate.

@@ -35,7 +35,9 @@ final class BareResponder {
     }
 
     let listenFD: Int32
-    private var ring = io_uring()
+    /// Behind a pointer: liburing takes it inout from nested calls, which Swift's
+    /// exclusivity checking would reject for a stored property.
+    private let ring = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
     private var conns: [Int32: Conn] = [:]
     private let data: UnsafeMutableRawPointer
     private let maxData = 4 << 20
@@ -59,10 +61,10 @@ final class BareResponder {
     }
 
     private func sqe(_ ud: UInt64) -> UnsafeMutablePointer<io_uring_sqe> {
-        var s = io_uring_get_sqe(&ring)
+        var s = io_uring_get_sqe(ring)
         while s == nil {
-            io_uring_submit(&ring)
-            s = io_uring_get_sqe(&ring)
+            io_uring_submit(ring)
+            s = io_uring_get_sqe(ring)
         }
         io_uring_sqe_set_data64(s!, ud)
         return s!
@@ -70,15 +72,16 @@ final class BareResponder {
 
     // user_data: fd << 8 | kind (1 accept, 2 recv, 3 send)
     func run() -> Never {
-        guard io_uring_queue_init(1024, &ring, 0) == 0 else { fatalError("io_uring_queue_init failed") }
+        ring.initialize(to: io_uring())
+        guard io_uring_queue_init(1024, ring, 0) == 0 else { fatalError("io_uring_queue_init failed") }
         io_uring_prep_accept(sqe(1), listenFD, nil, nil, 0)
         while true {
-            io_uring_submit_and_wait(&ring, 1)
+            io_uring_submit_and_wait(ring, 1)
             var cqe: UnsafeMutablePointer<io_uring_cqe>? = nil
-            while io_uring_peek_cqe(&ring, &cqe) == 0, let c = cqe {
+            while io_uring_peek_cqe(ring, &cqe) == 0, let c = cqe {
                 let ud = c.pointee.user_data
                 let res = c.pointee.res
-                io_uring_cqe_seen(&ring, c)
+                io_uring_cqe_seen(ring, c)
                 let fd = Int32(truncatingIfNeeded: ud >> 8)
                 switch ud & 0xFF {
                 case 1:

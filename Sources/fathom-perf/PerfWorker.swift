@@ -1,4 +1,5 @@
 import Histogram
+import CLiburing
 import NVMeWire
 #if canImport(Glibc)
 import Glibc

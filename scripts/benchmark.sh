@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark on this machine, in one run:
+#   bare  - fathom-perf's bare io_uring responder: NVMe/TCP framing of the same sizes, no
+#           NVMe work at all (the transport's limit here)
+#   null, memory, file - fathomd with one reactor and a null, memory or file namespace
+# Target pinned to CPU 0, load generator (fathom-perf) to CPU 1. Each figure is the median of
+# REPEAT runs of SECONDS each; Fathom's ratio to the bare responder is printed next to it.
+# Workloads: 4 KiB random read QD32, 128 KiB sequential read QD32, 4 KiB random read QD1,
+# 4 KiB random write QD32. Usage: scripts/benchmark.sh [--quick]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPEAT=${REPEAT:-5} SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
+if [[ ${1:-} == --quick ]]; then REPEAT=1 SECONDS_PER_RUN=2; fi
+bash scripts/install-deps.sh
+swift build -c release --product fathomd
+swift build -c release --product fathom-perf
+BIN=.build/release
+WORK=$(mktemp -d /tmp/fathom-bench-XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+PORT=24420 BARE_PORT=24430 NQN=nqn.2026-11.io.fathom:bench
+truncate -s 1G "$WORK/file.img"
+# Fill the file so reads hit real (page-cached) data, not holes.
+dd if=/dev/urandom of="$WORK/file.img" bs=1M count=1024 conv=notrunc status=none
+cat > "$WORK/config.json" <<JSON
+{"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "$PORT", "trtype": "tcp"}, "portid": 1, "subsystems": ["$NQN"]}],
+ "subsystems": [{"nqn": "$NQN", "attr": {"allow_any_host": "1"}, "namespaces": [
+   {"nsid": 1, "device": {"backend": "null", "size": "16G"}},
+   {"nsid": 2, "device": {"backend": "memory", "size": "1G"}},
+   {"nsid": 3, "device": {"path": "$WORK/file.img"}}]}]}
+JSON
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+taskset -c 0 $BIN/fathom-perf bare-responder --port $BARE_PORT & PIDS+=($!)
+taskset -c 0 $BIN/fathomd --config "$WORK/config.json" --reactors 1 --log-level warning --state-dir "$WORK/state" & PIDS+=($!)
+wait_port $BARE_PORT && wait_port $PORT
+
+# run TARGET WORKLOAD-ARGS...: prints "iops mib_s p50_us" (medians of REPEAT runs)
+run() {
+    local target=$1; shift
+    local args=(--port $PORT --nqn $NQN)
+    case $target in
+        bare) args=(--bare --port $BARE_PORT) ;;
+        null) args+=(--nsid 1) ;; memory) args+=(--nsid 2) ;; file) args+=(--nsid 3) ;;
+    esac
+    for _ in $(seq 1 "$REPEAT"); do
+        taskset -c 1 $BIN/fathom-perf run "${args[@]}" "$@" -t "$SECONDS_PER_RUN" --warmup 1 --json
+    done | python3 -c '
+import json, statistics, sys
+rows = [json.loads(l) for l in sys.stdin if l.startswith("{")]
+med = lambda k: statistics.median(r[k] for r in rows)
+print("%.0f %.1f %.1f" % (med("iops"), med("mib_s"), med("lat_p50_us")))'
+}
+
+printf '%-28s %-8s %12s %10s %10s %8s\n' workload target IOPS MiB/s p50_us vs_bare
+for w in "randread 4KiB QD32|-w randread -o 4096 -q 32" "read 128KiB QD32|-w read -o 131072 -q 32" \
+         "randread 4KiB QD1|-w randread -o 4096 -q 1" "randwrite 4KiB QD32|-w randwrite -o 4096 -q 32"; do
+    name=${w%%|*}; read -r -a wargs <<< "${w#*|}"
+    base=""
+    for t in bare null memory file; do
+        [[ $t == bare && $name == randwrite* ]] && { printf '%-28s %-8s %12s\n' "$name" bare "(reads only)"; continue; }
+        read -r iops mibs p50 < <(run $t "${wargs[@]}")
+        if [[ $t == bare ]]; then base=$iops; ratio="1.00"; else ratio=$([[ -n $base ]] && python3 -c "print(f'{$iops/$base:.2f}')" || echo "-"); fi
+        printf '%-28s %-8s %12s %10s %10s %8s\n' "$name" "$t" "$iops" "$mibs" "$p50" "$ratio"
+    done
+done
