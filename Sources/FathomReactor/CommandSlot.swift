@@ -57,6 +57,10 @@ struct CommandSlot {
     var gateEntered = false
     /// This fused Compare holds its namespace's write gate closed.
     var holdsGate = false
+    /// The command's ID is marked in use on the queue (cleared when its response is queued).
+    var cidTracked = false
+    /// When the R2T went out (for the unanswered-R2T deadline).
+    var r2tAtMs: Int64 = 0
     /// C2HData bytes that precede the response (0 = none).
     var c2hLength = 0
     /// The C2HData carries SUCCESS and no CapsuleResp follows.

@@ -70,6 +70,10 @@ final class Connection {
     let control: UnsafeMutableRawPointer
     var controlLength = 0
 
+    /// Command IDs outstanding on this queue, one bit each: a host reusing one before its
+    /// completion gets Command ID Conflict instead of two commands the host cannot tell apart.
+    let activeCIDs = UnsafeMutablePointer<UInt64>.allocate(capacity: 1024)
+
     /// A fused Compare waiting for its Write (the next command on this queue), or -1.
     var pendingFusedFirst = -1
     /// Commands waiting for a closed write gate to open.
@@ -96,6 +100,7 @@ final class Connection {
         msg = .allocate(capacity: 1)
         msg.initialize(to: msghdr())
         control = .allocate(byteCount: 256, alignment: 64)
+        activeCIDs.initialize(repeating: 0, count: 1024)
         sendQueue.reserveCapacity(64)
         batch.reserveCapacity(64)
         // Room for Connect before the queue size is known.
@@ -107,6 +112,7 @@ final class Connection {
         iov.deallocate()
         msg.deallocate()
         control.deallocate()
+        activeCIDs.deallocate()
         slots.deallocate()
     }
 
@@ -194,6 +200,7 @@ final class Connection {
         s.pointee.fusePartner = -1
         s.pointee.fuseDataReady = false
         s.pointee.fuseFailure = nil
+        s.pointee.cidTracked = false
         slots.give(i)
     }
 

@@ -20,6 +20,11 @@ extension Connection {
         let length = Int(sgl.length)
         let direction = DataDirection(sqe)
 
+        let cid = Int(sqe.commandID)
+        guard activeCIDs[cid >> 6] & (1 << UInt64(cid & 63)) == 0 else { return complete(i, .failure(.commandIDConflict)) }
+        activeCIDs[cid >> 6] |= 1 << UInt64(cid & 63)
+        s.pointee.cidTracked = true
+
         // Fabrics use SGLs only (PSDT 01b or 10b).
         guard sqe.psdt == 1 || sqe.psdt == 2 else { return complete(i, .failure(.invalidField)) }
         guard length <= reactor.settings.maxDataTransfer else { return complete(i, .failure(.invalidField)) }
@@ -162,6 +167,11 @@ extension Connection {
             s.pointee.gateEntered = false
             s.pointee.namespace?.writeGate.leave()
         }
+        if s.pointee.cidTracked {
+            s.pointee.cidTracked = false
+            let cid = Int(sqe.commandID)
+            activeCIDs[cid >> 6] &= ~(1 << UInt64(cid & 63))
+        }
         if !c.status.isSuccess {
             controller?.recordError(queueID: queueID, commandID: sqe.commandID, status: c.status, lba: lba, nsid: sqe.nsid)
         }
@@ -197,6 +207,7 @@ extension Connection {
 
     private func sendR2T(_ i: Int) {
         let s = slots[i]
+        s.pointee.r2tAtMs = reactor.nowMs
         let r = slots.header(i) + 64
         DataTransferHeader(commandID: s.pointee.sqe.commandID, transferTag: UInt16(i), offset: 0, length: UInt32(s.pointee.dataLength))
             .encode(type: .r2t, flags: digests.header ? PDUFlags.headerDigest : 0, dataOffset: 0,

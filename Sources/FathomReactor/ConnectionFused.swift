@@ -108,6 +108,17 @@ extension Connection {
         }
     }
 
+    /// Ends the connection if a command has waited longer than `timeoutMs` for the data
+    /// its R2T asked for.
+    func checkR2TDeadline(nowMs: Int64, timeoutMs: Int64) {
+        guard state == .active, !stopReading else { return }
+        for i in 0..<slots.count where slots[i].pointee.state == .receivingData && nowMs - slots[i].pointee.r2tAtMs > timeoutMs {
+            fatal(TransportFault(.pduSequenceError, "no H2CData for command \(slots[i].pointee.sqe.commandID) within \(timeoutMs) ms of its R2T"),
+                  header: nil, headerLength: 0)
+            return
+        }
+    }
+
     /// Retries commands that found the write gate closed.
     func retryDeferred() {
         guard !deferred.isEmpty, state != .closing else { return }

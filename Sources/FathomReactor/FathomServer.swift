@@ -148,6 +148,19 @@ public final class FathomServer {
         return UInt64(st.st_size) >> UInt64(current.blockSizeShift) != current.blockCount
     }
 
+    private let openConnections = Atomic<Int>(0)
+
+    /// Counts a new connection in; false when the limit is reached.
+    func admitConnection() -> Bool {
+        if openConnections.add(1, ordering: .relaxed).newValue > target.settings.maxConnections {
+            openConnections.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func connectionClosed() { openConnections.subtract(1, ordering: .relaxed) }
+
     /// A namespace's write gate opened: every reactor retries what waited for it.
     func retryDeferredEverywhere() {
         for r in reactors { r.post { r.retryDeferred() } }

@@ -157,7 +157,11 @@ final class Reactor {
             if result >= 0 { Glibc.close(result) }
             return
         }
-        if result >= 0 {
+        if result >= 0, let server, !server.admitConnection() {
+            logger.warning("connection refused: the limit of \(settings.maxConnections) connections is reached",
+                           metadata: ["peer": "\(SocketAddress.peer(of: result))"])
+            Glibc.close(result)
+        } else if result >= 0 {
             var one: Int32 = 1
             setsockopt(result, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             let incoming = IncomingConnection(fd: result, port: l.port, peer: SocketAddress.peer(of: result),
@@ -221,6 +225,7 @@ final class Reactor {
 
     func removeConnection(_ c: Connection) {
         guard c.index < connections.count, connections[c.index] === c else { return }
+        server?.connectionClosed()
         connections[c.index] = nil
         freeIndices.append(c.index)
     }
@@ -243,6 +248,7 @@ final class Reactor {
             } else if nowMs - c.createdAtMs > 30_000 {
                 c.close("no Connect within 30 s")
             }
+            c.checkR2TDeadline(nowMs: nowMs, timeoutMs: settings.r2tTimeoutMs)
         }
         if stopping {
             for case let c? in connections where c.state != .closing {

@@ -22,6 +22,11 @@ public struct TargetSettings: Sendable {
     /// Where state that must survive a restart lives (reservations with PTPL). nil: none,
     /// and namespaces report no PTPL capability.
     public var stateDirectory: String? = nil
+    /// How long a command may wait for the H2CData its R2T asked for before the connection
+    /// is ended (a host that never answers must not pin a slot and its buffer forever).
+    public var r2tTimeoutMs: Int64 = 30_000
+    /// Connections accepted at once, all ports together; more are closed at accept.
+    public var maxConnections = 4096
 
     public init() {}
 

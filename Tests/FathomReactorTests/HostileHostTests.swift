@@ -1,0 +1,65 @@
+import FathomTarget
+import NVMeInitiator
+import NVMeWire
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Hosts that hold resources: reused command IDs, R2Ts never answered, too many connections.
+final class HostileHostTests: XCTestCase {
+    var harness: TargetHarness!
+
+    override func tearDown() { harness?.stop() }
+
+    func testCommandIDReuseWhileInFlightIsAConflict() throws {
+        harness = try TargetHarness()
+        let c = try harness.controller(queues: 0)
+        let aer = try c.admin.submit(SubmissionQueueEntry(opcode: 0x0C, commandID: 700))
+        // The same CID while the AER is held: the second command is refused, the first lives on.
+        try c.admin.sendCapsule(SubmissionQueueEntry(opcode: 0x18, commandID: 700), data: [])
+        let common = try c.admin.socket.receive(8)
+        let rest = try c.admin.socket.receive(Int(common.withUnsafeBytes { $0.baseAddress!.le32(4) }) - 8)
+        let cqe = (common + rest).withUnsafeBytes { CompletionQueueEntry(decoding: $0.baseAddress! + 8) }
+        XCTAssertEqual(cqe.commandID, 700)
+        XCTAssertEqual(cqe.status, .commandIDConflict)
+        try c.keepAlive()
+        XCTAssertEqual(try c.admin.execute(SubmissionQueueEntry(opcode: 0x08, commandID: 0, cdw10: UInt32(700) << 16)).cqe.dw0 & 1, 0)
+        XCTAssertEqual(try c.admin.wait(aer).status, .abortRequested)
+        // Once completed, the ID is free again.
+        XCTAssertTrue(try c.admin.execute(SubmissionQueueEntry(opcode: 0x18, commandID: 700)).status.isSuccess)
+    }
+
+    func testUnansweredR2TEndsTheConnectionOnADeadline() throws {
+        var settings = TargetSettings()
+        settings.r2tTimeoutMs = 1000
+        harness = try TargetHarness(settings: settings)
+        let c = try harness.controller(queues: 1)
+        let q = c.ioQueues[0]
+        // A write that needs an R2T, whose data never comes.
+        var w = HostController.writeCommand(nsid: 1, lba: 0, blocks: 64)
+        w.commandID = 5
+        w.sgl = .transport(length: 32768)
+        try q.sendCapsule(w, data: [])
+        let r2t = try q.socket.receive(24)
+        XCTAssertEqual(r2t[0], PDUType.r2t.rawValue)
+        let term = try q.socket.receive(24)
+        XCTAssertEqual(term[0], PDUType.c2hTermReq.rawValue, "ended within the deadline plus a tick")
+        XCTAssertTrue(q.socket.waitForClose(seconds: 5))
+        // The controller and its admin queue are unaffected.
+        try c.keepAlive()
+    }
+
+    func testConnectionLimit() throws {
+        var settings = TargetSettings()
+        settings.maxConnections = 3
+        harness = try TargetHarness(settings: settings)
+        var held = try (0..<3).map { _ in try QueuePair(host: "127.0.0.1", port: harness.port, queueID: 0) }
+        let extra = try TCPSocket(host: "127.0.0.1", port: harness.port)
+        XCTAssertTrue(extra.waitForClose(seconds: 3), "the fourth connection is closed at accept")
+        // Closing one makes room again.
+        held.removeLast()
+        XCTAssertTrue(harness.eventually { (try? QueuePair(host: "127.0.0.1", port: self.harness.port, queueID: 0)) != nil })
+        XCTAssertEqual(held.count, 2)
+    }
+}
