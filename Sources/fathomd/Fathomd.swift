@@ -23,6 +23,9 @@ struct Fathomd: ParsableCommand {
     @Option(name: .long, help: "nvmetcli JSON configuration file.")
     var config: String?
 
+    @Option(name: .long, help: "Check a configuration file (syntax, values, backing stores) and exit: 0 when it is usable.")
+    var checkConfig: String?
+
     @Flag(name: .long, help: "Serve a demo namespace (a sparse image) on loopback, no configuration needed.")
     var demo = false
 
@@ -51,6 +54,7 @@ struct Fathomd: ParsableCommand {
     var logLevel: String = "info"
 
     func validate() throws {
+        if checkConfig != nil { return }
         if config != nil && demo { throw ValidationError("--config and --demo exclude each other") }
         if config == nil && !demo { throw ValidationError("give --config FILE (an nvmetcli JSON file) or --demo") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel) is not one of trace, debug, info, notice, warning, error, critical") }
@@ -59,6 +63,7 @@ struct Fathomd: ParsableCommand {
     }
 
     func run() throws {
+        if let path = checkConfig { return check(path) }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
@@ -114,6 +119,7 @@ struct Fathomd: ParsableCommand {
         } catch {
             fail("\(error)")
         }
+        SystemdNotify.send("READY=1\nSTATUS=serving \(targetConfig.subsystems.count) subsystem(s) on \(server.boundPorts.map(String.init).joined(separator: ","))")
         if demo {
             let parts = demoListen.split(separator: ":")
             logger.notice("demo ready: nvme connect -t tcp -a \(parts[0]) -s \(parts[1]) -n \(TargetConfig.demoNQN)")
@@ -127,6 +133,8 @@ struct Fathomd: ParsableCommand {
                 logger.notice("SIGHUP ignored: the demo has no configuration file to reload")
                 continue
             }
+            SystemdNotify.send("RELOADING=1")
+            defer { SystemdNotify.send("READY=1") }
             do {
                 let notes = try server.reload(TargetConfig.load(path: path))
                 if notes.isEmpty { logger.notice("reload: no changes") }
@@ -135,8 +143,40 @@ struct Fathomd: ParsableCommand {
             }
         }
         logger.notice("signal \(received) received, stopping")
+        SystemdNotify.send("STOPPING=1")
         server.stop()
         logger.notice("stopped")
+    }
+
+    /// --check-config: everything short of listening. Backing files and devices must exist
+    /// and be of a usable kind (they are not opened for writing here).
+    private func check(_ path: String) {
+        let c: TargetConfig
+        do {
+            c = try TargetConfig.load(path: path)
+        } catch {
+            fail("\(path): \(error)")
+        }
+        var problems: [String] = []
+        for s in c.subsystems {
+            for ns in s.namespaces where ns.backend == .file {
+                var st = stat()
+                if stat(ns.path, &st) != 0 {
+                    problems.append("subsystem \(s.nqn) namespace \(ns.nsid): device.path = \"\(ns.path)\": \(String(cString: strerror(errno)))")
+                } else if (st.st_mode & S_IFMT) != S_IFREG && (st.st_mode & S_IFMT) != S_IFBLK {
+                    problems.append("subsystem \(s.nqn) namespace \(ns.nsid): device.path = \"\(ns.path)\": not a regular file or block device")
+                } else if access(ns.path, ns.readOnly ? R_OK : R_OK | W_OK) != 0 {
+                    problems.append("subsystem \(s.nqn) namespace \(ns.nsid): device.path = \"\(ns.path)\": \(String(cString: strerror(errno))) (needs \(ns.readOnly ? "read" : "read and write") access)")
+                }
+            }
+        }
+        if !problems.isEmpty {
+            var stderr = StandardError()
+            for p in problems { print("fathomd: \(path): \(p)", to: &stderr) }
+            Glibc.exit(1)
+        }
+        let namespaces = c.subsystems.reduce(0) { $0 + $1.namespaces.count }
+        print("\(path): OK: \(c.listeners.count) port(s), \(c.subsystems.count) subsystem(s), \(namespaces) namespace(s)")
     }
 
     private func fail(_ message: String) -> Never {
