@@ -133,7 +133,7 @@ public enum IODecode {
             r.destination = sqe.startingLBA << shift
             self = .ok(ns, r)
         case IOCommand.reservationRegister, IOCommand.reservationAcquire, IOCommand.reservationRelease, IOCommand.reservationReport:
-            let need = sqe.opcode == IOCommand.reservationReport ? Int(sqe.cdw10 + 1) * 4
+            let need = sqe.opcode == IOCommand.reservationReport ? (Int(sqe.cdw10) + 1) * 4
                 : (sqe.opcode == IOCommand.reservationRelease ? 8 : 16)
             guard sglLength == need, need <= maxTransfer else { self = .fail(.dataSGLLengthInvalid); return }
             self = .ok(ns, BlockRequest(operation: .reservation, offset: 0, length: need, forceUnitAccess: false, startingLBA: 0))

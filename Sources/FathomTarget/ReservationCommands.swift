@@ -14,11 +14,13 @@ extension Controller {
     /// Executes a reservation command whose data is in `data` (or, for Report, goes there).
     public func executeReservation(_ sqe: SubmissionQueueEntry, namespace ns: Namespace, data: UnsafeMutableRawBufferPointer,
                                    target: Target) -> CommandCompletion {
-        guard let p = data.baseAddress else { return .failure(.dataSGLLengthInvalid) }
+        // Register and Acquire carry two keys, Release one; Report only writes its buffer.
+        let need = sqe.opcode == IOCommand.reservationReport ? 0 : (sqe.opcode == IOCommand.reservationRelease ? 8 : 16)
+        guard let p = data.baseAddress, data.count >= need else { return .failure(.dataSGLLengthInvalid) }
         let host = hostIdentifier
         let ignoreKey = sqe.cdw10 & (1 << 3) != 0
         let action = sqe.cdw10 & 0x7
-        let crkey = UnsafeRawPointer(p).le64(0)
+        let crkey = need >= 8 ? UnsafeRawPointer(p).le64(0) : 0
         let status: NVMeStatus
         let notices: [(HostIdentifier, ReservationNotice)]
         switch sqe.opcode {

@@ -59,7 +59,7 @@ struct Fathomd: ParsableCommand {
         if config == nil && !demo { throw ValidationError("give --config FILE (an nvmetcli JSON file) or --demo") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel) is not one of trace, debug, info, notice, warning, error, critical") }
         guard (4...4096).contains(maxH2CDataKiB) else { throw ValidationError("--max-h2c-data-ki-b must be between 4 and 4096") }
-        guard (0...1024).contains(inCapsuleKiB) else { throw ValidationError("--in-capsule-ki-b must be between 0 and 1024") }
+        guard (0...512).contains(inCapsuleKiB) else { throw ValidationError("--in-capsule-ki-b must be between 0 and 512 (the largest transfer)") }
     }
 
     func run() throws {

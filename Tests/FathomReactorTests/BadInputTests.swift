@@ -57,6 +57,10 @@ final class BadInputTests: XCTestCase {
         // A Connect on an already connected queue.
         XCTAssertEqual(try status(SubmissionQueueEntry(opcode: 0x7F, commandID: 0, nsid: 1, cdw11: 31), write: c.connectData(controllerID: 0xFFFF), on: c.admin),
                        .commandSequenceError)
+        // Regression (found by scripts/fuzz.sh): a Reservation Report with NUMD FFFFFFFFh
+        // overflowed a 32-bit length computation and trapped the daemon.
+        XCTAssertEqual(try status(SubmissionQueueEntry(opcode: 0x0E, commandID: 0, nsid: 1, cdw10: 0xFFFF_FFFF, cdw11: 1), read: 4096),
+                       .dataSGLLengthInvalid)
         // The connection still works after all of that.
         try c.write(lba: 8, data: pattern(1024, seed: 3))
         XCTAssertEqual(try c.read(lba: 8, blocks: 2), pattern(1024, seed: 3))
