@@ -43,12 +43,16 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable {
     public var key: String
     public var value: String
     public var problem: String
+    /// Further errors found in the same file (validation reports them all at once).
+    public var others: [ConfigError] = []
     public init(_ key: String, _ value: String, _ problem: String) {
         self.key = key
         self.value = value
         self.problem = problem
     }
-    public var description: String { "config error at \(key) = \(value): \(problem)" }
+    public var description: String {
+        ([self] + others).map { "config error at \($0.key) = \($0.value): \($0.problem)" }.joined(separator: "\n")
+    }
 }
 
 extension TargetConfig {
@@ -71,128 +75,146 @@ extension TargetConfig {
     }
 
     public static func validate(_ raw: NvmetcliConfig) throws(ConfigError) -> TargetConfig {
+        var errors: [ConfigError] = []
         var subsystems: [SubsystemSpec] = []
         var seenNQNs = Set<String>()
         // Hosts key multipath and udev names on these: two namespaces must never share one.
         var seenIDs: [[UInt8]: String] = [:]
         for (i, s) in raw.subsystems.enumerated() {
             let key = "subsystems[\(i)]"
-            if let problem = NQN.problem(s.nqn) { throw ConfigError("\(key).nqn", "\"\(s.nqn)\"", "is not a valid NQN: it \(problem)") }
-            if s.nqn == NQN.discovery { throw ConfigError("\(key).nqn", "\"\(s.nqn)\"", "is the discovery NQN, which the target provides itself") }
-            guard seenNQNs.insert(s.nqn).inserted else { throw ConfigError("\(key).nqn", "\"\(s.nqn)\"", "is defined twice") }
-            let attr = s.attr ?? [:]
-            var allowAny = false
-            if let v = attr["allow_any_host"] {
-                guard let b = v.bool else { throw ConfigError("\(key).attr.allow_any_host", v.description, "must be \"0\" or \"1\"") }
-                allowAny = b
-            }
-            let serial = attr["serial"]?.text ?? defaultSerial(s.nqn)
-            if serial.utf8.count > 20 { throw ConfigError("\(key).attr.serial", "\"\(serial)\"", "is longer than 20 characters") }
-            let model = attr["model"]?.text ?? "Fathom"
-            if model.utf8.count > 40 { throw ConfigError("\(key).attr.model", "\"\(model)\"", "is longer than 40 characters") }
-            let hosts = s.allowed_hosts ?? []
-            for (h, host) in hosts.enumerated() where !NQN.isValid(host) {
-                throw ConfigError("\(key).allowed_hosts[\(h)]", "\"\(host)\"", "is not a valid host NQN: it \(NQN.problem(host)!)")
-            }
-            var namespaces: [NamespaceSpec] = []
-            var nsids = Set<UInt32>()
-            for (n, ns) in (s.namespaces ?? []).enumerated() {
-                let nkey = "\(key).namespaces[\(n)]"
-                guard let nsid = ns.nsid.int, nsid >= 1, nsid < 0xFFFF_FFFF else {
-                    throw ConfigError("\(nkey).nsid", ns.nsid.description, "must be a number from 1 to 4294967294")
+            do throws(ConfigError) {
+                if let problem = NQN.problem(s.nqn) { throw ConfigError("\(key).nqn", "\"\(s.nqn)\"", "is not a valid NQN: it \(problem)") }
+                if s.nqn == NQN.discovery { throw ConfigError("\(key).nqn", "\"\(s.nqn)\"", "is the discovery NQN, which the target provides itself") }
+                guard seenNQNs.insert(s.nqn).inserted else { throw ConfigError("\(key).nqn", "\"\(s.nqn)\"", "is defined twice") }
+                let attr = s.attr ?? [:]
+                var allowAny = false
+                if let v = attr["allow_any_host"] {
+                    guard let b = v.bool else { throw ConfigError("\(key).attr.allow_any_host", v.description, "must be \"0\" or \"1\"") }
+                    allowAny = b
                 }
-                guard nsid <= 1024 else { throw ConfigError("\(nkey).nsid", ns.nsid.description, "is above 1024, the most this target supports") }
-                guard nsids.insert(UInt32(nsid)).inserted else { throw ConfigError("\(nkey).nsid", ns.nsid.description, "is used twice in \(s.nqn)") }
-                if let e = ns.enable, let on = e.bool, !on { continue }
-                if let e = ns.enable, e.bool == nil { throw ConfigError("\(nkey).enable", e.description, "must be 0 or 1") }
-                var backend = NamespaceSpec.Backend.file
-                if let b = ns.device.backend {
-                    guard let v = NamespaceSpec.Backend(rawValue: b) else {
-                        throw ConfigError("\(nkey).device.backend", "\"\(b)\"", "must be \"file\", \"memory\" or \"null\"")
+                let serial = attr["serial"]?.text ?? defaultSerial(s.nqn)
+                if serial.utf8.count > 20 { throw ConfigError("\(key).attr.serial", "\"\(serial)\"", "is longer than 20 characters") }
+                let model = attr["model"]?.text ?? "Fathom"
+                if model.utf8.count > 40 { throw ConfigError("\(key).attr.model", "\"\(model)\"", "is longer than 40 characters") }
+                let hosts = s.allowed_hosts ?? []
+                for (h, host) in hosts.enumerated() where !NQN.isValid(host) {
+                    throw ConfigError("\(key).allowed_hosts[\(h)]", "\"\(host)\"", "is not a valid host NQN: it \(NQN.problem(host)!)")
+                }
+                var namespaces: [NamespaceSpec] = []
+                var nsids = Set<UInt32>()
+                for (n, ns) in (s.namespaces ?? []).enumerated() {
+                    let nkey = "\(key).namespaces[\(n)]"
+                    do throws(ConfigError) {
+                        guard let nsid = ns.nsid.int, nsid >= 1, nsid < 0xFFFF_FFFF else {
+                            throw ConfigError("\(nkey).nsid", ns.nsid.description, "must be a number from 1 to 4294967294")
+                        }
+                        guard nsid <= 1024 else { throw ConfigError("\(nkey).nsid", ns.nsid.description, "is above 1024, the most this target supports") }
+                        guard nsids.insert(UInt32(nsid)).inserted else { throw ConfigError("\(nkey).nsid", ns.nsid.description, "is used twice in \(s.nqn)") }
+                        if let e = ns.enable, let on = e.bool, !on { continue }
+                        if let e = ns.enable, e.bool == nil { throw ConfigError("\(nkey).enable", e.description, "must be 0 or 1") }
+                        var backend = NamespaceSpec.Backend.file
+                        if let b = ns.device.backend {
+                            guard let v = NamespaceSpec.Backend(rawValue: b) else {
+                                throw ConfigError("\(nkey).device.backend", "\"\(b)\"", "must be \"file\", \"memory\" or \"null\"")
+                            }
+                            backend = v
+                        }
+                        var size: UInt64 = 0
+                        if backend != .file {
+                            guard let s = ns.device.size else { throw ConfigError("\(nkey).device.size", "(missing)", "is required for a \(backend) namespace") }
+                            guard let bytes = ByteSize.parse(s.text), bytes >= 4096 else {
+                                throw ConfigError("\(nkey).device.size", s.description, "must be a size such as 1073741824, 512M or 4G (at least 4K)")
+                            }
+                            size = bytes
+                        } else {
+                            guard let p = ns.device.path else { throw ConfigError("\(nkey).device.path", "(missing)", "is required") }
+                            guard !p.isEmpty else { throw ConfigError("\(nkey).device.path", "\"\"", "must name a file or block device") }
+                        }
+                        let uuid: [UInt8]
+                        if let text = ns.device.uuid, !text.isEmpty {
+                            guard let u = UUIDText.parse(text) else { throw ConfigError("\(nkey).device.uuid", "\"\(text)\"", "is not a UUID (32 hex digits)") }
+                            uuid = u
+                        } else {
+                            uuid = StableID.derive("uuid", s.nqn, UInt32(nsid), uuidVersion: true)
+                        }
+                        let nguid: [UInt8]
+                        if let text = ns.device.nguid, !text.isEmpty {
+                            guard let g = UUIDText.parse(text) else { throw ConfigError("\(nkey).device.nguid", "\"\(text)\"", "is not an NGUID (32 hex digits)") }
+                            nguid = g
+                        } else {
+                            nguid = StableID.derive("nguid", s.nqn, UInt32(nsid), uuidVersion: false)
+                        }
+                        for (field, id) in [("uuid", uuid), ("nguid", nguid)] {
+                            if let other = seenIDs[id] {
+                                throw ConfigError("\(nkey).device.\(field)", "\"\(UUIDText.format(id, dashes: field == "uuid"))\"",
+                                                  "is already the identifier of \(other); every namespace needs its own")
+                            }
+                            seenIDs[id] = "\(nkey).device.\(field)"
+                        }
+                        var readOnly = false
+                        if let r = ns.readonly {
+                            guard let b = r.bool else { throw ConfigError("\(nkey).readonly", r.description, "must be true or false") }
+                            readOnly = b
+                        }
+                        var direct: Bool? = nil
+                        if let d = ns.device.direct_io {
+                            guard let b = d.bool else { throw ConfigError("\(nkey).device.direct_io", d.description, "must be 0 or 1") }
+                            direct = b
+                        }
+                        var blockSize = 512
+                        if let b = ns.device.block_size {
+                            guard let v = b.int, v == 512 || v == 4096 else { throw ConfigError("\(nkey).device.block_size", b.description, "must be 512 or 4096") }
+                            blockSize = v
+                        }
+                        var spec = NamespaceSpec(nsid: UInt32(nsid), path: ns.device.path ?? "", uuid: uuid, nguid: nguid,
+                                                 readOnly: readOnly, directIO: direct, blockSize: blockSize)
+                        spec.backend = backend
+                        spec.size = size
+                        namespaces.append(spec)
+                    } catch {
+                        errors.append(error)
                     }
-                    backend = v
                 }
-                var size: UInt64 = 0
-                if backend != .file {
-                    guard let s = ns.device.size else { throw ConfigError("\(nkey).device.size", "(missing)", "is required for a \(backend) namespace") }
-                    guard let bytes = ByteSize.parse(s.text), bytes >= 4096 else {
-                        throw ConfigError("\(nkey).device.size", s.description, "must be a size such as 1073741824, 512M or 4G (at least 4K)")
-                    }
-                    size = bytes
-                } else {
-                    guard let p = ns.device.path else { throw ConfigError("\(nkey).device.path", "(missing)", "is required") }
-                    guard !p.isEmpty else { throw ConfigError("\(nkey).device.path", "\"\"", "must name a file or block device") }
-                }
-                let uuid: [UInt8]
-                if let text = ns.device.uuid, !text.isEmpty {
-                    guard let u = UUIDText.parse(text) else { throw ConfigError("\(nkey).device.uuid", "\"\(text)\"", "is not a UUID (32 hex digits)") }
-                    uuid = u
-                } else {
-                    uuid = StableID.derive("uuid", s.nqn, UInt32(nsid), uuidVersion: true)
-                }
-                let nguid: [UInt8]
-                if let text = ns.device.nguid, !text.isEmpty {
-                    guard let g = UUIDText.parse(text) else { throw ConfigError("\(nkey).device.nguid", "\"\(text)\"", "is not an NGUID (32 hex digits)") }
-                    nguid = g
-                } else {
-                    nguid = StableID.derive("nguid", s.nqn, UInt32(nsid), uuidVersion: false)
-                }
-                for (field, id) in [("uuid", uuid), ("nguid", nguid)] {
-                    if let other = seenIDs[id] {
-                        throw ConfigError("\(nkey).device.\(field)", "\"\(UUIDText.format(id, dashes: field == "uuid"))\"",
-                                          "is already the identifier of \(other); every namespace needs its own")
-                    }
-                    seenIDs[id] = "\(nkey).device.\(field)"
-                }
-                var readOnly = false
-                if let r = ns.readonly {
-                    guard let b = r.bool else { throw ConfigError("\(nkey).readonly", r.description, "must be true or false") }
-                    readOnly = b
-                }
-                var direct: Bool? = nil
-                if let d = ns.device.direct_io {
-                    guard let b = d.bool else { throw ConfigError("\(nkey).device.direct_io", d.description, "must be 0 or 1") }
-                    direct = b
-                }
-                var blockSize = 512
-                if let b = ns.device.block_size {
-                    guard let v = b.int, v == 512 || v == 4096 else { throw ConfigError("\(nkey).device.block_size", b.description, "must be 512 or 4096") }
-                    blockSize = v
-                }
-                var spec = NamespaceSpec(nsid: UInt32(nsid), path: ns.device.path ?? "", uuid: uuid, nguid: nguid,
-                                         readOnly: readOnly, directIO: direct, blockSize: blockSize)
-                spec.backend = backend
-                spec.size = size
-                namespaces.append(spec)
+                subsystems.append(SubsystemSpec(nqn: s.nqn, serial: serial, model: model, allowAnyHost: allowAny,
+                                                allowedHosts: hosts, namespaces: namespaces))
+            } catch {
+                errors.append(error)
             }
-            subsystems.append(SubsystemSpec(nqn: s.nqn, serial: serial, model: model, allowAnyHost: allowAny,
-                                            allowedHosts: hosts, namespaces: namespaces))
         }
         var listeners: [Listener] = []
         var portIDs = Set<UInt16>()
         for (i, p) in raw.ports.enumerated() {
             let key = "ports[\(i)]"
-            guard let id = p.portid.int, id >= 0, id < 0xFFFF else { throw ConfigError("\(key).portid", p.portid.description, "must be a number from 0 to 65534") }
-            guard portIDs.insert(UInt16(id)).inserted else { throw ConfigError("\(key).portid", p.portid.description, "is used by two ports") }
-            guard p.addr.trtype.lowercased() == "tcp" else {
-                throw ConfigError("\(key).addr.trtype", "\"\(p.addr.trtype)\"", "is not supported: Fathom serves NVMe/TCP only (use \"tcp\")")
+            do throws(ConfigError) {
+                guard let id = p.portid.int, id >= 0, id < 0xFFFF else { throw ConfigError("\(key).portid", p.portid.description, "must be a number from 0 to 65534") }
+                guard portIDs.insert(UInt16(id)).inserted else { throw ConfigError("\(key).portid", p.portid.description, "is used by two ports") }
+                guard p.addr.trtype.lowercased() == "tcp" else {
+                    throw ConfigError("\(key).addr.trtype", "\"\(p.addr.trtype)\"", "is not supported: Fathom serves NVMe/TCP only (use \"tcp\")")
+                }
+                let family = (p.addr.adrfam ?? "ipv4").lowercased()
+                guard family == "ipv4" || family == "ipv6" else {
+                    throw ConfigError("\(key).addr.adrfam", "\"\(family)\"", "must be \"ipv4\" or \"ipv6\"")
+                }
+                guard IPAddressText.isValid(p.addr.traddr, ipv6: family == "ipv6") else {
+                    throw ConfigError("\(key).addr.traddr", "\"\(p.addr.traddr)\"", "is not an \(family) address")
+                }
+                let service = p.addr.trsvcid?.text ?? "4420"
+                guard let port = UInt16(service) else { throw ConfigError("\(key).addr.trsvcid", "\"\(service)\"", "must be a TCP port number (4420 is the NVMe/TCP default)") }
+                let subs = p.subsystems ?? []
+                for (j, nqn) in subs.enumerated() where !seenNQNs.contains(nqn) {
+                    throw ConfigError("\(key).subsystems[\(j)]", "\"\(nqn)\"", "names no subsystem defined under \"subsystems\"")
+                }
+                listeners.append(Listener(portID: UInt16(id), address: p.addr.traddr, port: port, isIPv6: family == "ipv6", subsystems: subs))
+            } catch {
+                errors.append(error)
             }
-            let family = (p.addr.adrfam ?? "ipv4").lowercased()
-            guard family == "ipv4" || family == "ipv6" else {
-                throw ConfigError("\(key).addr.adrfam", "\"\(family)\"", "must be \"ipv4\" or \"ipv6\"")
-            }
-            guard IPAddressText.isValid(p.addr.traddr, ipv6: family == "ipv6") else {
-                throw ConfigError("\(key).addr.traddr", "\"\(p.addr.traddr)\"", "is not an \(family) address")
-            }
-            let service = p.addr.trsvcid?.text ?? "4420"
-            guard let port = UInt16(service) else { throw ConfigError("\(key).addr.trsvcid", "\"\(service)\"", "must be a TCP port number (4420 is the NVMe/TCP default)") }
-            let subs = p.subsystems ?? []
-            for (j, nqn) in subs.enumerated() where !seenNQNs.contains(nqn) {
-                throw ConfigError("\(key).subsystems[\(j)]", "\"\(nqn)\"", "names no subsystem defined under \"subsystems\"")
-            }
-            listeners.append(Listener(portID: UInt16(id), address: p.addr.traddr, port: port, isIPv6: family == "ipv6", subsystems: subs))
         }
-        guard !listeners.isEmpty else { throw ConfigError("ports", "[]", "must list at least one port to listen on") }
+        if raw.ports.isEmpty { errors.append(ConfigError("ports", "[]", "must list at least one port to listen on")) }
+        // Every problem at once, so one edit fixes them all.
+        if var first = errors.first {
+            first.others = Array(errors.dropFirst())
+            throw first
+        }
         return TargetConfig(listeners: listeners, subsystems: subsystems)
     }
 

@@ -128,3 +128,21 @@ final class ConfigIdentityTests: XCTestCase {
         }
     }
 }
+
+final class ConfigAllErrorsTests: XCTestCase {
+    func testEveryErrorIsReportedAtOnce() {
+        let json = #"""
+        {"ports": [{"addr": {"traddr": "999.0.0.1", "trsvcid": "4420", "trtype": "tcp"}, "portid": 1}],
+         "subsystems": [
+           {"nqn": "nqn.2026-11.io.fathom:a", "namespaces": [{"nsid": 0, "device": {"path": "/a"}}, {"nsid": 2, "device": {"path": ""}}]},
+           {"nqn": "bad", "namespaces": []}]}
+        """#
+        XCTAssertThrowsError(try TargetConfig.parse(json: Array(json.utf8))) { error in
+            guard let e = error as? ConfigError else { return XCTFail("\(error)") }
+            let keys = [e.key] + e.others.map(\.key)
+            XCTAssertEqual(keys, ["subsystems[0].namespaces[0].nsid", "subsystems[0].namespaces[1].device.path",
+                                  "subsystems[1].nqn", "ports[0].addr.traddr"])
+            XCTAssertEqual(e.description.split(separator: "\n").count, 4)
+        }
+    }
+}
