@@ -42,6 +42,16 @@ static const int fathom_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
 static const int fathom_FALLOC_FL_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
 static const int fathom_FALLOC_FL_ZERO_RANGE = FALLOC_FL_ZERO_RANGE;
 
+#include <sys/syscall.h>
+/* Pins the calling thread to one CPU. sched_setaffinity(2) and CPU_SET need _GNU_SOURCE,
+   which must not be defined here (see above), so the system call is made directly. */
+static inline int fathom_pin_current_thread(int cpu) {
+    unsigned long mask[16] = {0};
+    if (cpu < 0 || cpu >= (int)(sizeof(mask) * 8)) return -1;
+    mask[cpu / (8 * sizeof(unsigned long))] |= 1UL << (cpu % (8 * sizeof(unsigned long)));
+    return (int)syscall(SYS_sched_setaffinity, 0, sizeof(mask), mask);
+}
+
 static inline void fathom_sqe_set_rw_flags(struct io_uring_sqe *sqe, int flags) { sqe->rw_flags = flags; }
 static inline void fathom_sqe_set_flags(struct io_uring_sqe *sqe, unsigned flags) { sqe->flags |= (unsigned char)flags; }
 #endif

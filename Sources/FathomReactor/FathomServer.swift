@@ -22,7 +22,9 @@ public final class FathomServer {
     /// TCP ports actually bound, in configuration order (useful when the config said 0).
     public let boundPorts: [UInt16]
 
-    public init(config: TargetConfig, settings: TargetSettings = TargetSettings(), reactorCount: Int, logger: Logger) throws {
+    /// `cpus`: pin reactor k to cpus[k % cpus.count] (nil: let the scheduler place them).
+    public init(config: TargetConfig, settings: TargetSettings = TargetSettings(), reactorCount: Int, cpus: [Int]? = nil,
+                logger: Logger) throws {
         self.logger = logger
         var subsystems: [Subsystem] = []
         for spec in config.subsystems {
@@ -48,6 +50,9 @@ public final class FathomServer {
         let target = self.target
         reactors = (0..<max(1, reactorCount)).map { Reactor(id: $0, target: target, logger: logger) }
         reactors[0].listeners = listeners
+        if let cpus, !cpus.isEmpty {
+            for (k, r) in reactors.enumerated() { r.cpu = cpus[k % cpus.count] }
+        }
         for r in reactors { r.server = self }
         for l in listeners {
             self.logger.info("listening", metadata: ["address": "\(l.port.address)", "port": "\(l.boundPort)",

@@ -86,8 +86,12 @@ final class Reactor {
 
     // MARK: Loop
 
+    /// CPU this reactor's thread is pinned to, if any.
+    var cpu: Int?
+
     /// Runs on the reactor's own thread until stopped.
     func run() throws {
+        if let cpu { try Self.pinCurrentThread(to: cpu) }
         ring = try Ring(entries: 1024)
         pool = BufferPool(maxBytes: settings.maxDataTransfer)
         armWake()
@@ -203,6 +207,13 @@ final class Reactor {
         connections[index] = conn
         logger.info("connection accepted", metadata: ["peer": "\(c.peer)", "local": "\(c.local):\(c.port.serviceID)"])
         conn.start()
+    }
+
+    /// Pins the calling thread to one CPU.
+    static func pinCurrentThread(to cpu: Int) throws {
+        guard fathom_pin_current_thread(Int32(cpu)) == 0 else {
+            throw ServerError(message: "cannot pin a reactor to CPU \(cpu): \(String(cString: strerror(errno)))")
+        }
     }
 
     @inline(__always)

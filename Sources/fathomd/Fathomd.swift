@@ -32,7 +32,7 @@ struct Fathomd: ParsableCommand {
     @Option(name: .long, help: "Backing image of the demo namespace (created sparse if missing).")
     var demoImage = "/var/tmp/fathom-demo.img"
 
-    @Option(name: .long, help: "Size of a newly created demo image, in MiB.")
+    @Option(name: .customLong("demo-size-mib"), help: "Size of a newly created demo image, in MiB.")
     var demoSizeMiB: UInt64 = 1024
 
     @Option(name: .long, help: "Address and port of the demo listener.")
@@ -41,10 +41,13 @@ struct Fathomd: ParsableCommand {
     @Option(name: .long, help: "Reactor threads, each with its own io_uring (default: one per CPU).")
     var reactors: Int?
 
-    @Option(name: .long, help: "Largest H2CData PDU the host may send, in KiB (ICResp MAXH2CDATA).")
+    @Option(name: .long, help: "Pin reactors to these CPUs, e.g. 2,3 (reactor k runs on the k-th, round robin).")
+    var cpuAffinity: String?
+
+    @Option(name: .customLong("max-h2c-data-kib"), help: "Largest H2CData PDU the host may send, in KiB (ICResp MAXH2CDATA).")
     var maxH2CDataKiB: Int = 128
 
-    @Option(name: .long, help: "In-capsule data size of I/O queues, in KiB (IOCCSZ).")
+    @Option(name: .customLong("in-capsule-kib"), help: "In-capsule data size of I/O queues, in KiB (IOCCSZ).")
     var inCapsuleKiB: Int = 16
 
     @Option(name: .long, help: "Directory for state that survives restarts (reservations with PTPL).")
@@ -58,8 +61,11 @@ struct Fathomd: ParsableCommand {
         if config != nil && demo { throw ValidationError("--config and --demo exclude each other") }
         if config == nil && !demo { throw ValidationError("give --config FILE (an nvmetcli JSON file) or --demo") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel) is not one of trace, debug, info, notice, warning, error, critical") }
-        guard (4...4096).contains(maxH2CDataKiB) else { throw ValidationError("--max-h2c-data-ki-b must be between 4 and 4096") }
-        guard (0...512).contains(inCapsuleKiB) else { throw ValidationError("--in-capsule-ki-b must be between 0 and 512 (the largest transfer)") }
+        if let list = cpuAffinity, list.split(separator: ",").contains(where: { Int($0) == nil }) {
+            throw ValidationError("--cpu-affinity \(list) is not a comma-separated list of CPU numbers")
+        }
+        guard (4...4096).contains(maxH2CDataKiB) else { throw ValidationError("--max-h2c-data-kib must be between 4 and 4096") }
+        guard (0...512).contains(inCapsuleKiB) else { throw ValidationError("--in-capsule-kib must be between 0 and 512 (the largest transfer)") }
     }
 
     func run() throws {
@@ -114,7 +120,8 @@ struct Fathomd: ParsableCommand {
         let server: FathomServer
         do {
             server = try FathomServer(config: targetConfig, settings: settings,
-                                      reactorCount: reactors ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), logger: logger)
+                                      reactorCount: reactors ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
+                                      cpus: cpuAffinity.map { $0.split(separator: ",").compactMap { Int($0) } }, logger: logger)
             try server.start()
         } catch {
             fail("\(error)")

@@ -80,7 +80,7 @@ final class DaemonProcessTests: XCTestCase {
         defer { unlink(image) }
         let p = Process()
         p.executableURL = fathomd
-        p.arguments = ["--demo", "--demo-image", image, "--demo-size-mi-b", "16", "--demo-listen", "127.0.0.1:0", "--log-level", "warning"]
+        p.arguments = ["--demo", "--demo-image", image, "--demo-size-mib", "16", "--demo-listen", "127.0.0.1:0", "--log-level", "warning"]
         var env = ProcessInfo.processInfo.environment
         env["NOTIFY_SOCKET"] = path
         p.environment = env
