@@ -62,7 +62,7 @@ let package = Package(
         .testTarget(name: "FathomConfigTests", dependencies: ["FathomConfig"], swiftSettings: swift5),
         .testTarget(
             name: "FathomReactorTests",
-            dependencies: ["FathomReactor", "FathomConfig", "NVMeInitiator", "NVMeWire", "CNVMeTypes"],
+            dependencies: ["FathomReactor", "FathomConfig", "FathomStorage", "CLiburing", "NVMeInitiator", "NVMeWire", "CNVMeTypes"],
             swiftSettings: swift5),
         .testTarget(name: "NVMeInitiatorTests", dependencies: ["NVMeInitiator", "NVMeWire"], swiftSettings: swift5),
     ]

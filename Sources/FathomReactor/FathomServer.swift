@@ -22,14 +22,20 @@ public final class FathomServer {
     /// TCP ports actually bound, in configuration order (useful when the config said 0).
     public let boundPorts: [UInt16]
 
+    /// Opens a namespace's backend instead of the configured kind (tests inject faults this
+    /// way, like SPDK's error bdev); returning nil falls back to the configuration.
+    public typealias BackendOpener = (TargetConfig.NamespaceSpec) throws -> BlockBackend?
+    private let backendOpener: BackendOpener?
+
     /// `cpus`: pin reactor k to cpus[k % cpus.count] (nil: let the scheduler place them).
     public init(config: TargetConfig, settings: TargetSettings = TargetSettings(), reactorCount: Int, cpus: [Int]? = nil,
-                logger: Logger) throws {
+                logger: Logger, openBackend: BackendOpener? = nil) throws {
         self.logger = logger
+        self.backendOpener = openBackend
         var subsystems: [Subsystem] = []
         for spec in config.subsystems {
             let namespaces = try spec.namespaces.map {
-                try Self.openNamespace($0, subsystem: spec.nqn, stateDirectory: settings.stateDirectory, logger: logger)
+                try Self.openNamespace($0, subsystem: spec.nqn, stateDirectory: settings.stateDirectory, logger: logger, opener: openBackend)
             }
             subsystems.append(Subsystem(nqn: spec.nqn, serial: spec.serial, model: spec.model, allowAnyHost: spec.allowAnyHost,
                                         allowedHosts: Set(spec.allowedHosts), namespaces: namespaces))
@@ -62,10 +68,13 @@ public final class FathomServer {
 
     /// Opens the backend of one configured namespace. Errors name the namespace and its path.
     static func openNamespace(_ ns: TargetConfig.NamespaceSpec, subsystem: String, stateDirectory: String?, logger: Logger,
-                              reservations: ReservationState? = nil) throws -> Namespace {
+                              reservations: ReservationState? = nil, opener: BackendOpener? = nil) throws -> Namespace {
         let backend: BlockBackend
         var label = ns.path
         do {
+            if let custom = try opener?(ns) {
+                backend = custom
+            } else {
             switch ns.backend {
             case .file:
                 backend = try FileBackend(path: ns.path, readOnly: ns.readOnly, directIO: ns.directIO, blockSize: ns.blockSize)
@@ -75,6 +84,7 @@ public final class FathomServer {
             case .null:
                 backend = NullBackend(bytes: ns.size, blockSize: ns.blockSize, readOnly: ns.readOnly)
                 label = "null:\(ns.size)"
+            }
             }
         } catch {
             throw ServerError(message: "subsystem \(subsystem) namespace \(ns.nsid): device.path = \"\(ns.path)\": \(error)")
@@ -117,7 +127,7 @@ public final class FathomServer {
                     // A resized or reopened namespace keeps its registrants and reservation.
                     let keep = subsystem.namespace(ns.nsid).flatMap { $0.nguid == ns.nguid ? $0.reservations : nil }
                     list.append(try Self.openNamespace(ns, subsystem: spec.nqn, stateDirectory: target.settings.stateDirectory,
-                                                       logger: logger, reservations: keep))
+                                                       logger: logger, reservations: keep, opener: backendOpener))
                 }
             }
             plans.append((subsystem, list))

@@ -144,7 +144,10 @@ public final class Controller {
             $0.insert(ErrorLogEntry(errorCount: n, queueID: queueID, commandID: commandID, status: status, lba: lba, nsid: nsid), at: 0)
             if $0.count > 64 { $0.removeLast() }
         }
-        counters.withLock { $0.errorLogEntries = n }
+        counters.withLock {
+            $0.errorLogEntries = n
+            if status.codeType == 2 { $0.mediaErrors += 1 }  // media and data integrity errors
+        }
     }
 
     func setKeepAlive(_ ms: UInt32) { keepAliveMs.store(ms, ordering: .relaxed) }

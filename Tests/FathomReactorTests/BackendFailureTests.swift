@@ -1,5 +1,7 @@
+import CLiburing
 import FathomConfig
 import FathomReactor
+import FathomStorage
 import Logging
 import NVMeInitiator
 import NVMeWire
@@ -63,5 +65,88 @@ final class BackendFailureTests: XCTestCase {
         try c.write(nsid: 2, lba: 0, data: data)
         XCTAssertEqual(try c.read(nsid: 2, lba: 0, blocks: 128), data)
         XCTAssertEqual(try c.read(nsid: 1, lba: 0, blocks: 1024), pattern(512 * 1024, seed: 0))
+    }
+}
+
+/// A backend that fails some ranges with EIO, like SPDK's error bdev or a device-mapper error
+/// target (which this machine's kernel lacks).
+final class FaultyBackend: BlockBackend {
+    let inner: MemoryBackend
+    let badReads: Range<UInt64>
+    let badWrites: Range<UInt64>
+    init(bytes: UInt64, badReads: Range<UInt64>, badWrites: Range<UInt64>) throws {
+        inner = try MemoryBackend(bytes: bytes)
+        self.badReads = badReads
+        self.badWrites = badWrites
+    }
+    var blockCount: UInt64 { inner.blockCount }
+    var blockSizeShift: UInt8 { inner.blockSizeShift }
+    var isReadOnly: Bool { false }
+    var deallocatedReadsZero: Bool { true }
+    var preferredWriteBlocks: UInt16 { 0 }
+    func allocatedBlocks() -> UInt64 { inner.allocatedBlocks() }
+    func close() {}
+    func prepare(_ operation: StorageOperation, sqe: () -> UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
+        switch operation {
+        case let .read(_, length, offset) where badReads.overlaps(offset..<(offset + UInt64(length))):
+            return -EIO
+        case let .write(_, length, offset, _) where badWrites.overlaps(offset..<(offset + UInt64(length))):
+            return -EIO
+        default:
+            return inner.prepare(operation, sqe: sqe)
+        }
+    }
+}
+
+final class BackendErrorTests: XCTestCase {
+    func testEIOGivesMediaErrorsAndOtherNamespacesServe() throws {
+        let nqn = "nqn.2026-11.io.fathom.test:eio"
+        let config = try TargetConfig.parse(json: Array("""
+        {"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "0", "trtype": "tcp"}, "portid": 1, "subsystems": ["\(nqn)"]}],
+         "subsystems": [{"nqn": "\(nqn)", "attr": {"allow_any_host": "1"}, "namespaces": [
+            {"nsid": 1, "device": {"backend": "memory", "size": "8M"}}, {"nsid": 2, "device": {"backend": "memory", "size": "8M"}}]}]}
+        """.utf8))
+        var logger = Logger(label: "eio-test") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = .critical
+        let server = try FathomServer(config: config, reactorCount: 1, logger: logger) { spec in
+            spec.nsid == 1 ? try FaultyBackend(bytes: 8 << 20, badReads: 100 * 512..<200 * 512, badWrites: 300 * 512..<400 * 512) : nil
+        }
+        try server.start()
+        defer { server.stop() }
+        let c = try HostController(host: "127.0.0.1", port: server.boundPorts[0], subsystemNQN: nqn)
+        try c.enable()
+        try c.createIOQueues(1)
+        let q = c.ioQueues[0]
+        XCTAssertEqual(try q.execute(HostController.readCommand(nsid: 1, lba: 96, blocks: 8), readLength: 4096).status, .unrecoveredReadError)
+        XCTAssertEqual(try q.execute(HostController.writeCommand(nsid: 1, lba: 300, blocks: 1), write: pattern(512, seed: 1)).status, .writeFault)
+        let log = try c.getLogPage(0x01, length: 128)
+        log.withUnsafeBytes {
+            XCTAssertEqual($0.baseAddress!.le16(12) >> 1 & 0x7FF, NVMeStatus.writeFault.rawValue & 0x7FF)
+            XCTAssertEqual($0.baseAddress!.le64(16), 300, "LBA of the failed write")
+            XCTAssertEqual($0.baseAddress!.le16(64 + 12) >> 1 & 0x7FF, NVMeStatus.unrecoveredReadError.rawValue & 0x7FF)
+        }
+        let smart = try c.getLogPage(0x02, length: 512)
+        smart.withUnsafeBytes {
+            XCTAssertEqual($0.baseAddress!.le64(176), 2, "error log entries in SMART")
+            XCTAssertEqual($0.baseAddress!.le64(160), 2, "media errors in SMART")
+        }
+        // Good ranges of the faulty namespace, and the other namespace, keep working.
+        try c.write(nsid: 1, lba: 0, data: pattern(4096, seed: 2))
+        XCTAssertEqual(try c.read(nsid: 1, lba: 0, blocks: 8), pattern(4096, seed: 2))
+        try c.write(nsid: 2, lba: 100, data: pattern(4096, seed: 3))
+        XCTAssertEqual(try c.read(nsid: 2, lba: 100, blocks: 8), pattern(4096, seed: 3))
+    }
+
+    func testBackingFileTruncatedUnderALiveNamespace() throws {
+        let h = try TargetHarness()
+        defer { h.stop() }
+        let c = try h.controller(queues: 1)
+        try c.write(lba: 1000, data: pattern(4096, seed: 4))
+        XCTAssertEqual(truncate(h.directory + "/ns1.img", 0), 0)
+        // The namespace keeps its size until a reload; the lost range reads as zeros (a hole),
+        // and writes extend the file again. Nothing crashes.
+        XCTAssertEqual(try c.read(lba: 1000, blocks: 8), [UInt8](repeating: 0, count: 4096))
+        try c.write(lba: 2000, data: pattern(4096, seed: 5))
+        XCTAssertEqual(try c.read(lba: 2000, blocks: 8), pattern(4096, seed: 5))
     }
 }
