@@ -190,33 +190,31 @@ public final class FathomServer {
 
     /// Starts one thread per reactor; returns once every ring is up.
     public func start() throws {
-        let started = Atomic<Int>(0)
+        let ready = Atomic<Int>(0)
         let failure = Mutex<String?>(nil)
         for r in reactors {
+            r.onReady = { ready.add(1, ordering: .releasing) }
             let box = ThreadBody {
                 do {
                     try r.run()
                 } catch {
                     failure.withLock { $0 = "\(error)" }
-                    started.add(1, ordering: .releasing)
-                    return
                 }
             }
             threads.append(try spawnThread(box))
         }
-        // Rings are created on their own threads (SINGLE_ISSUER); wait until each is
-        // either running or has failed. A reactor counts as started when its ring exists.
-        var waited = 0
-        while waited < 2000 {
+        // Rings are created on their own threads (SINGLE_ISSUER): wait until each reactor
+        // has its ring and is waiting on it, or one has failed.
+        for _ in 0..<10_000 {
             if let f = failure.withLock({ $0 }) {
                 stop()
                 throw ServerError(message: f)
             }
-            if reactors.allSatisfy({ $0.ring != nil }) { return }
+            if ready.load(ordering: .acquiring) == reactors.count { return }
             usleep(1000)
-            waited += 1
         }
-        _ = started
+        stop()
+        throw ServerError(message: "the reactors did not start within 10 s")
     }
 
     /// Stops accepting, finishes or fails in-flight commands (5 s at most), closes every

@@ -88,6 +88,8 @@ final class Reactor {
 
     /// CPU this reactor's thread is pinned to, if any.
     var cpu: Int?
+    /// Called on the reactor's thread once its ring exists and its first operations are armed.
+    var onReady: (() -> Void)?
 
     /// Runs on the reactor's own thread until stopped.
     func run() throws {
@@ -97,6 +99,7 @@ final class Reactor {
         armWake()
         armTick()
         for l in listeners { armAccept(l) }
+        onReady?()
         while true {
             let rc = ring.submitAndWait()
             if rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EAGAIN && rc != -EBUSY {
