@@ -73,9 +73,32 @@ edit_config() {  # $1 jq filter (gets $nqn, $path, $u, $g); atomic replace
         mv "$CONFIG.new" "$CONFIG"
 }
 
+# The running fathomd: kernel-e2e.sh's supervisor writes its pid here (it changes when the
+# crash test restarts it).
+current_pid() { if [[ -n ${E2E_PIDFILE:-} && -s $E2E_PIDFILE ]]; then cat "$E2E_PIDFILE"; else echo "$DPID"; fi; }
+
+# kill -9 of fathomd; the supervisor starts it again; ack once the new one listens.
+crash() {
+    local old=$1 new
+    if [[ -z ${E2E_RESTART_MARKER:-} || -z ${E2E_TARGET_PORT:-} ]]; then ack crash "error no supervisor to restart fathomd"; return; fi
+    touch "$E2E_RESTART_MARKER"
+    kill -9 "$old"
+    log "crash: fathomd (pid $old) killed with SIGKILL"
+    for _ in $(seq 1 150); do
+        new=$(current_pid)
+        if [[ $new != "$old" ]] && (exec 3<>"/dev/tcp/127.0.0.1/$E2E_TARGET_PORT") 2>/dev/null; then
+            ack crash "ok fathomd killed with SIGKILL (pid $old) and restarted (pid $new)"; return
+        fi
+        sleep 0.1
+    done
+    ack crash "error fathomd did not come back within 15 s"
+}
+
 handle() {  # $1 op
     local op=$1
+    DPID=$(current_pid)
     if ! kill -0 "$DPID" 2>/dev/null; then ack "$op" "error fathomd (pid $DPID) is not running"; return; fi
+    if [[ $op == crash ]]; then crash "$DPID"; return; fi
     if ! sighup_handled; then
         ack "$op" "error fathomd (pid $DPID) neither catches, ignores nor blocks SIGHUP, so SIGHUP would kill it (no config reload?); nothing changed, no signal sent"
         return

@@ -122,6 +122,7 @@ cleanup() {
     fi
     stop_watcher
     if [[ -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+        [[ -s ${PIDFILE:-} ]] && kill -KILL "$(cat "$PIDFILE")" 2>/dev/null || true
         kill -KILL "$DAEMON_PID" 2>/dev/null || true; wait "$DAEMON_PID" 2>/dev/null || true
     fi
     detach_loop
@@ -158,7 +159,7 @@ guest_vars() {
 # The guest test files: checks as functions first, guest-tests.sh (helpers,
 # core sessions, then "$EXTRA_TESTS") last.
 guest_files() {
-    cat "$HERE/guest-dataset.sh" "$HERE/guest-io-cmds.sh" "$HERE/guest-hotplug.sh" "$HERE/guest-tests.sh"
+    cat "$HERE/guest-dataset.sh" "$HERE/guest-io-cmds.sh" "$HERE/guest-hotplug.sh" "$HERE/guest-crash.sh" "$HERE/guest-tests.sh"
 }
 
 GUEST_RC=0 DAEMON_RC=0 TARGET_RC=0 HOST_RC=0
@@ -199,7 +200,27 @@ else
     # --- 4. start fathomd ----------------------------------------------------------
     DAEMON_LOG=$RUN_DIR/fathomd.log
     log "starting $FATHOMD on 127.0.0.1:$PORT (log: $DAEMON_LOG)"
-    "$FATHOMD" --config "$CONFIG" > "$DAEMON_LOG" 2>&1 </dev/null &
+    # fathomd runs under a minimal supervisor: when the kill -9 test asks (restart marker),
+    # a killed fathomd is started again with the same configuration, as systemd's
+    # Restart=on-failure would; otherwise the supervisor ends with fathomd's exit status.
+    # DAEMON_PID is the supervisor; the running fathomd's pid is in $PIDFILE.
+    PIDFILE=$TMP/fathomd.pid RESTART_MARKER=$TMP/restart-request
+    supervise() {
+        local rc
+        while :; do
+            "$FATHOMD" --config "$CONFIG" >> "$DAEMON_LOG" 2>&1 </dev/null &
+            echo $! > "$PIDFILE"
+            rc=0; wait $! || rc=$?
+            if [[ -f $RESTART_MARKER ]]; then
+                rm -f "$RESTART_MARKER"
+                echo "=== fathomd restarted after kill -9 ===" >> "$DAEMON_LOG"
+                continue
+            fi
+            return $rc
+        done
+    }
+    : > "$DAEMON_LOG"
+    supervise &
     DAEMON_PID=$!
     if ! wait_port "$PORT" 30 "$DAEMON_PID"; then
         log "fathomd did not accept connections on $PORT within 30 s"
@@ -212,12 +233,13 @@ else
     ACK_PORT=$(free_port) || { log "no free port"; exit 1; }
     {
         printf 'TARGET_PORT=%s\nSUBNQN=%s\nDATASET_NQN=%s\nACK_PORT=%s\n' "$PORT" "$SUBNQN" "$DATASET_NQN" "$ACK_PORT"
-        guest_vars "test_dataset test_io_cmds test_hotplug"
+        guest_vars "test_dataset test_io_cmds test_hotplug test_crash"
         # Expected dataset sums, as a file in the guest (names are ours: no quoting issues).
         echo "cat > /tmp/dataset.sha256 <<'DATASET_SUMS'"; cat "$TMP/dataset.sha256"; echo DATASET_SUMS
         guest_files
     } > "$GUEST_SCRIPT"
     # Hot-plug requests from the guest arrive on the result channel while it runs.
+    E2E_PIDFILE=$PIDFILE E2E_RESTART_MARKER=$RESTART_MARKER E2E_TARGET_PORT=$PORT \
     bash "$HERE/hotplug-watcher.sh" "$RESULT" "$CONFIG" "$DAEMON_PID" "$TMP/hotplug-ack" "$ACK_PORT" \
         "$SUBNQN" "$TMP/ns1.img" "$TMP/ns3.img" "$DAEMON_LOG" 2> >(tee "$RUN_DIR/hotplug.log" >&2) &
     WATCHER_PID=$!
@@ -228,8 +250,10 @@ else
     # --- target side: every controller the guest created was torn down again ------------
     # (I/O queues of a removed controller close on the reactors' 1 s tick.)
     sleep 2
-    created=$(grep -o 'controller [0-9]* created' "$DAEMON_LOG" | awk '{print $2}' | sort -n | tr '\n' ' ')
-    removed=$(grep -o 'controller [0-9]* removed' "$DAEMON_LOG" | awk '{print $2}' | sort -n | tr '\n' ' ')
+    # Only the fathomd running now counts: a killed one never got to remove its controllers.
+    awk '/=== fathomd restarted/ {buf = ""; next} {buf = buf $0 "\n"} END {printf "%s", buf}' "$DAEMON_LOG" > "$TMP/current.log"
+    created=$(grep -o 'controller [0-9]* created' "$TMP/current.log" | awk '{print $2}' | sort -n | tr '\n' ' ')
+    removed=$(grep -o 'controller [0-9]* removed' "$TMP/current.log" | awk '{print $2}' | sort -n | tr '\n' ' ')
     if [[ -n $created && $created == "$removed" ]]; then
         log "PASS: fathomd freed every controller after disconnect (created: $created)"
     else
@@ -239,11 +263,11 @@ else
 
     # --- 6. graceful shutdown ----------------------------------------------------------
     if kill -0 "$DAEMON_PID" 2>/dev/null; then
-        kill -TERM "$DAEMON_PID"
+        kill -TERM "$(cat "$PIDFILE")"
         for _ in $(seq 1 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
         if kill -0 "$DAEMON_PID" 2>/dev/null; then
             log "FAIL: fathomd still running 10 s after SIGTERM; killing"
-            kill -KILL "$DAEMON_PID" 2>/dev/null || true
+            kill -KILL "$(cat "$PIDFILE")" "$DAEMON_PID" 2>/dev/null || true
             wait "$DAEMON_PID" 2>/dev/null || true
             DAEMON_RC=124
         else

@@ -1,0 +1,53 @@
+# guest-crash.sh — defines test_crash for guest-tests.sh (concatenated before it).
+#
+# kill -9 of fathomd in the middle of a stream of acknowledged writes: each block is written
+# with O_DIRECT and then fsync (so the host sends a Flush before dd returns). A third of the
+# way in the guest asks the host (HOTPLUG_REQUEST crash) to kill -9 fathomd; a supervisor on
+# the host starts it again with the same configuration. The kernel host reconnects by itself
+# (reconnect-delay 1 s, ctrl-loss-tmo 30 s) and the writes carry on. Afterwards every block
+# whose dd succeeded must read back exactly as written.
+CRASH_BLOCKS=${CRASH_BLOCKS:-150}
+
+crash_block() {  # $1 index: a 4096-byte block naming itself
+    { printf 'fathom-crash-block-%08d-' "$1"; head -c 4096 /dev/zero; } | head -c 4096 > /tmp/blk
+}
+
+test_crash() {
+    local L=crash i=0 acked=0 failed=0 bad=0 base=4096 cntlid0 cntlid1 ack expect got
+    connect crash --reconnect-delay=1 || { [ -n "$CTRL" ] && disconnect crash; return; }
+    cntlid0=$(cat "/sys/class/nvme/$CTRL/cntlid" 2>/dev/null)
+    : > /tmp/acked
+    while [ $i -lt "$CRASH_BLOCKS" ]; do
+        [ $i -eq $((CRASH_BLOCKS / 3)) ] && hotplug_request crash
+        crash_block $i
+        if dd if=/tmp/blk of="$NSDEV" bs=4096 seek=$((base + i)) count=1 oflag=direct conv=fsync,notrunc 2>/dev/null; then
+            echo $i >> /tmp/acked; acked=$((acked + 1))
+        else
+            failed=$((failed + 1))
+        fi
+        i=$((i + 1))
+    done
+    ack=$(hotplug_ack crash)
+    case $ack in
+        ok*) pass "[$L] host: $ack" ;;
+        *) fail "[$L] host did not kill and restart fathomd: ${ack:-no answer}" ;;
+    esac
+    cntlid1=$(cat "/sys/class/nvme/$CTRL/cntlid" 2>/dev/null)
+    if [ "$(cat "/sys/class/nvme/$CTRL/state" 2>/dev/null)" = live ] && [ -n "$cntlid1" ] && [ "$cntlid1" != "$cntlid0" ]; then
+        pass "[$L] the kernel host reconnected by itself (/dev/$CTRL live again, cntlid $cntlid0 -> $cntlid1)"
+    else
+        fail "[$L] no reconnect seen: state $(cat "/sys/class/nvme/$CTRL/state" 2>/dev/null), cntlid $cntlid0 -> $cntlid1"
+    fi
+    echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+    for i in $(cat /tmp/acked); do
+        expect=$(printf 'fathom-crash-block-%08d-' "$i")
+        got=$(dd if="$NSDEV" bs=4096 skip=$((base + i)) count=1 iflag=direct 2>/dev/null | head -c ${#expect})
+        [ "$got" = "$expect" ] || { bad=$((bad + 1)); [ $bad -le 3 ] && say "INFO: [$L] block $i reads '$got'"; }
+    done
+    if [ "$acked" -gt 0 ] && [ $bad -eq 0 ]; then
+        pass "[$L] all $acked acknowledged writes intact after kill -9 and restart ($failed failed during the outage)"
+    else
+        fail "[$L] $bad of $acked acknowledged writes lost or wrong ($failed failed)"
+    fi
+    disconnect crash
+}
