@@ -40,6 +40,9 @@ public struct NvmetcliConfig: Codable, Sendable {
         public var device: Device
         /// Fathom: export write-protected (hosts see a read-only block device).
         public var readonly: FlexibleValue?
+        /// Fathom: only these hosts see the namespace (per-namespace masking, as SPDK's
+        /// nvmf_ns_add_host); absent: every host the subsystem admits.
+        public var allowed_hosts: [String]?
 
         public struct Device: Codable, Sendable {
             public var path: String?

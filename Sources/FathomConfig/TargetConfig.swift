@@ -24,6 +24,8 @@ public struct TargetConfig: Sendable, Equatable {
         public enum Backend: String, Sendable { case file, memory, null }
         public var nsid: UInt32
         public var backend: Backend = .file
+        /// Hosts that may see the namespace (Fathom's masking); nil: all the subsystem admits.
+        public var visibleHosts: [String]? = nil
         /// Size of memory and null namespaces, in bytes.
         public var size: UInt64 = 0
         public var path: String
@@ -170,6 +172,12 @@ extension TargetConfig {
                                                  readOnly: readOnly, directIO: direct, blockSize: blockSize)
                         spec.backend = backend
                         spec.size = size
+                        if let hosts = ns.allowed_hosts {
+                            for (h, host) in hosts.enumerated() where !NQN.isValid(host) {
+                                throw ConfigError("\(nkey).allowed_hosts[\(h)]", "\"\(host)\"", "is not a valid host NQN: it \(NQN.problem(host)!)")
+                            }
+                            spec.visibleHosts = hosts
+                        }
                         namespaces.append(spec)
                     } catch {
                         errors.append(error)

@@ -51,7 +51,7 @@ extension Connection {
         // I/O commands are validated before any data is asked for.
         if controller != nil && !isAdminQueue && sqe.opcode != DataDirection.fabricsOpcode {
             if pendingFusedFirst >= 0 && sqe.fuse != 2 { failPendingFusedFirst(.fusedCommandMissing) }
-            switch IODecode(sqe, subsystem: controller!.subsystem, maxTransfer: reactor.settings.maxDataTransfer) {
+            switch IODecode(sqe, subsystem: controller!.subsystem, maxTransfer: reactor.settings.maxDataTransfer, host: controller!.hostNQN) {
             case let .fail(status):
                 if sqe.fuse == 2 { failPendingFusedFirst(.fusedCommandFailed) }
                 return complete(i, .failure(status))

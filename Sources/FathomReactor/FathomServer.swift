@@ -95,7 +95,8 @@ public final class FathomServer {
         let state = reservations ?? ReservationState(
             persistencePath: stateDirectory.map { "\($0)/reservations-\(UUIDText.format(ns.nguid, dashes: false))" })
         return Namespace(nsid: ns.nsid, nguid: ns.nguid, uuid: ns.uuid, readOnly: ns.readOnly,
-                         backend: StorageNamespace(backend), label: label, reservations: state)
+                         backend: StorageNamespace(backend), label: label, reservations: state,
+                         visibleHosts: ns.visibleHosts.map(Set.init))
     }
 
     /// Applies a new configuration to the running target: namespaces are added, removed,

@@ -115,13 +115,13 @@ extension Controller {
                 return .failure(.invalidNamespace)
             }
             // An inactive NSID in range gets a zero-filled structure.
-            guard let ns = subsystem.namespace(sqe.nsid) else { return respond([], into: data) }
+            guard let ns = namespace(sqe.nsid) else { return respond([], into: data) }
             return respond(ns.identity(shared: true).encode(), into: data)
         case UInt32(NVME_IDENTIFY_CNS_NS_ACTIVE_LIST.rawValue):
             guard sqe.nsid < 0xFFFF_FFFE else { return .failure(.invalidNamespace) }
-            return respond(encodeActiveNamespaceList(subsystem.namespaces.map(\.nsid), after: sqe.nsid), into: data)
+            return respond(encodeActiveNamespaceList(visibleNamespaces.map(\.nsid), after: sqe.nsid), into: data)
         case UInt32(NVME_IDENTIFY_CNS_NS_DESC_LIST.rawValue):
-            guard let ns = subsystem.namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
+            guard let ns = namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
             return respond(ns.identity(shared: true).encodeDescriptors(), into: data)
         default:
             return .failure(.invalidField)

@@ -106,6 +106,16 @@ public final class Controller {
 
     public var isReady: Bool { status & 1 != 0 }
 
+    /// A namespace of the subsystem, if this controller's host may see it.
+    @inline(__always)
+    public func namespace(_ nsid: UInt32) -> Namespace? {
+        guard let ns = subsystem.namespace(nsid), ns.isVisible(to: hostNQN) else { return nil }
+        return ns
+    }
+
+    /// The namespaces this controller's host may see, in NSID order.
+    public var visibleNamespaces: [Namespace] { subsystem.namespaces.filter { $0.isVisible(to: hostNQN) } }
+
     /// Volatile Write Cache feature. When the host turns it off, every write must be
     /// durable on completion, so the I/O path adds FUA to each write.
     public var volatileWriteCacheEnabled: Bool {

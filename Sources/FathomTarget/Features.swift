@@ -82,11 +82,11 @@ extension Controller {
             hostBehavior = Array(UnsafeRawBufferPointer(start: p, count: 512))
         case Self.fid(NVME_FEAT_FID_RESV_MASK):
             // Bits 1..3 mask registration preempted, reservation released, reservation preempted.
-            guard sqe.nsid == 0xFFFF_FFFF || subsystem.namespace(sqe.nsid) != nil else { return .failure(.invalidNamespace) }
+            guard sqe.nsid == 0xFFFF_FFFF || namespace(sqe.nsid) != nil else { return .failure(.invalidNamespace) }
             if sqe.nsid == 0xFFFF_FFFF { reservationMasks.removeAll() }
             reservationMasks[sqe.nsid] = value & 0xE
         case Self.fid(NVME_FEAT_FID_RESV_PERSIST):
-            guard let ns = subsystem.namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
+            guard let ns = namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
             guard ns.reservations.persistencePath != nil || value & 1 == 0 else { return .failure(.invalidField) }
             let (status, _) = ns.reservations.update { s in
                 s.persistThroughPowerLoss = value & 1 != 0
@@ -96,7 +96,7 @@ extension Controller {
         case Self.fid(NVME_FEAT_FID_WRITE_PROTECT):
             // States 0 (no write protect) and 1 (write protect); the until-power-cycle and
             // permanent states are not offered (NWPC bit 0 only).
-            guard let ns = subsystem.namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
+            guard let ns = namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
             guard value & 0x7 <= 1 else { return .failure(.invalidField) }
             guard !ns.readOnly else { return .failure(.featureNotChangeable) }
             let on = value & 0x7 == 1
@@ -151,13 +151,13 @@ extension Controller {
             guard data.count >= 512 else { return .failure(.dataSGLLengthInvalid) }
             return respond(useDefault ? [] : hostBehavior, into: UnsafeMutableRawBufferPointer(rebasing: data[0..<512]))
         case Self.fid(NVME_FEAT_FID_WRITE_PROTECT):
-            guard let ns = subsystem.namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
+            guard let ns = namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
             return CommandCompletion(status: .success, dw0: !useDefault && ns.isWriteProtected ? 1 : 0)
         case Self.fid(NVME_FEAT_FID_RESV_MASK):
-            guard sqe.nsid == 0xFFFF_FFFF || subsystem.namespace(sqe.nsid) != nil else { return .failure(.invalidNamespace) }
+            guard sqe.nsid == 0xFFFF_FFFF || namespace(sqe.nsid) != nil else { return .failure(.invalidNamespace) }
             return CommandCompletion(status: .success, dw0: useDefault ? 0 : reservationMasks[sqe.nsid] ?? reservationMasks[0xFFFF_FFFF] ?? 0)
         case Self.fid(NVME_FEAT_FID_RESV_PERSIST):
-            guard let ns = subsystem.namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
+            guard let ns = namespace(sqe.nsid) else { return .failure(.invalidNamespace) }
             return CommandCompletion(status: .success, dw0: !useDefault && ns.reservations.state.withLock { $0.persistThroughPowerLoss } ? 1 : 0)
         case Self.fid(NVME_FEAT_FID_HOST_ID):
             // EXHID (CDW11 bit 0) must be set: the fabrics host identifier is 128 bits.

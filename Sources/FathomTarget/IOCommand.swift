@@ -71,8 +71,9 @@ public enum IODecode {
     case fail(NVMeStatus)
 
     @inline(__always)
-    public init(_ sqe: SubmissionQueueEntry, subsystem: Subsystem, maxTransfer: Int) {
-        guard let ns = subsystem.namespace(sqe.nsid) else {
+    /// `host`: the connected host's NQN, for namespaces masked to some hosts.
+    public init(_ sqe: SubmissionQueueEntry, subsystem: Subsystem, maxTransfer: Int, host: String? = nil) {
+        guard let ns = subsystem.namespace(sqe.nsid), host.map({ ns.isVisible(to: $0) }) ?? true else {
             self = .fail(sqe.opcodeIsKnownIO ? .invalidNamespace : .invalidOpcode)
             return
         }

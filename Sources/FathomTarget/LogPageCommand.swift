@@ -27,7 +27,7 @@ extension Controller {
         case LogPage.error:
             page = LogPage.errorLog(errors.withLock { $0 }, capacity: 16)
         case LogPage.smart:
-            guard sqe.nsid == 0 || sqe.nsid == 0xFFFF_FFFF || subsystem.namespace(sqe.nsid) != nil else {
+            guard sqe.nsid == 0 || sqe.nsid == 0xFFFF_FFFF || namespace(sqe.nsid) != nil else {
                 return .failure(.invalidNamespace)
             }
             page = LogPage.smart(healthCounters())

@@ -42,9 +42,17 @@ public final class Namespace {
     /// Serializes fused Compare and Write against all other writes.
     public let writeGate = WriteGate()
 
+    /// Hosts that may see this namespace (SPDK-style masking); nil: every host the
+    /// subsystem admits.
+    public let visibleHosts: Set<String>?
+
+    @inline(__always)
+    public func isVisible(to host: String) -> Bool { visibleHosts?.contains(host) ?? true }
+
     public init(nsid: UInt32, nguid: [UInt8], uuid: [UInt8], readOnly: Bool, backend: NamespaceBackend, label: String,
-                reservations: ReservationState = ReservationState(persistencePath: nil)) {
+                reservations: ReservationState = ReservationState(persistencePath: nil), visibleHosts: Set<String>? = nil) {
         self.reservations = reservations
+        self.visibleHosts = visibleHosts
         self.nsid = nsid
         self.nguid = nguid
         self.uuid = uuid
