@@ -132,20 +132,8 @@ extension TargetConfig {
                             guard let p = ns.device.path else { throw ConfigError("\(nkey).device.path", "(missing)", "is required") }
                             guard !p.isEmpty else { throw ConfigError("\(nkey).device.path", "\"\"", "must name a file or block device") }
                         }
-                        let uuid: [UInt8]
-                        if let text = ns.device.uuid, !text.isEmpty {
-                            guard let u = UUIDText.parse(text) else { throw ConfigError("\(nkey).device.uuid", "\"\(text)\"", "is not a UUID (32 hex digits)") }
-                            uuid = u
-                        } else {
-                            uuid = StableID.derive("uuid", s.nqn, UInt32(nsid), uuidVersion: true)
-                        }
-                        let nguid: [UInt8]
-                        if let text = ns.device.nguid, !text.isEmpty {
-                            guard let g = UUIDText.parse(text) else { throw ConfigError("\(nkey).device.nguid", "\"\(text)\"", "is not an NGUID (32 hex digits)") }
-                            nguid = g
-                        } else {
-                            nguid = StableID.derive("nguid", s.nqn, UInt32(nsid), uuidVersion: false)
-                        }
+                        let uuid = try identifier(ns.device.uuid, key: "\(nkey).device.uuid", name: "UUID", nqn: s.nqn, nsid: UInt32(nsid))
+                        let nguid = try identifier(ns.device.nguid, key: "\(nkey).device.nguid", name: "NGUID", nqn: s.nqn, nsid: UInt32(nsid))
                         for (field, id) in [("uuid", uuid), ("nguid", nguid)] {
                             if let other = seenIDs[id] {
                                 throw ConfigError("\(nkey).device.\(field)", "\"\(UUIDText.format(id, dashes: field == "uuid"))\"",
@@ -224,6 +212,16 @@ extension TargetConfig {
             throw first
         }
         return TargetConfig(listeners: listeners, subsystems: subsystems)
+    }
+
+    /// A namespace identifier from the config (32 hex digits, dashes allowed), or one derived
+    /// from the subsystem NQN and NSID so it stays the same across restarts.
+    static func identifier(_ text: String?, key: String, name: String, nqn: String, nsid: UInt32) throws(ConfigError) -> [UInt8] {
+        guard let text, !text.isEmpty else {
+            return StableID.derive(name.lowercased(), nqn, nsid, uuidVersion: name == "UUID")
+        }
+        guard let id = UUIDText.parse(text) else { throw ConfigError(key, "\"\(text)\"", "is not a\(name == "UUID" ? "" : "n") \(name) (32 hex digits)") }
+        return id
     }
 
     static func defaultSerial(_ nqn: String) -> String {
