@@ -9,12 +9,37 @@ public struct TargetConfig: Sendable, Equatable {
         public var port: UInt16
         public var isIPv6: Bool
         public var subsystems: [String]
+        /// Port `param.inline_data_size` (nil: the daemon's --in-capsule-kib).
+        public var inlineDataSize: Int? = nil
+        /// Port `param.max_queue_size` (nil: 1024).
+        public var maxQueueSize: Int? = nil
+        public var referrals: [ReferralSpec] = []
+
+        /// Listeners on the same socket address are the same socket (reload keeps it open).
+        public func sameEndpoint(as other: Listener) -> Bool {
+            address == other.address && port == other.port && isIPv6 == other.isIPv6
+        }
+    }
+
+    public struct ReferralSpec: Sendable, Equatable {
+        public var name: String
+        public var portID: UInt16
+        public var address: String
+        public var port: UInt16
+        public var isIPv6: Bool
     }
 
     public struct SubsystemSpec: Sendable, Equatable {
         public var nqn: String
         public var serial: String
         public var model: String
+        /// attr.firmware (nil: the daemon's version).
+        public var firmware: String? = nil
+        /// attr.version as the VS register encodes it (1.3 → 0x00010300).
+        public var version: UInt32 = 0x0001_0300
+        public var controllerIDs: ClosedRange<UInt16> = 1...0xFFEF
+        /// attr.qid_max (nil: 128).
+        public var maxIOQueues: Int? = nil
         public var allowAnyHost: Bool
         public var allowedHosts: [String]
         public var namespaces: [NamespaceSpec]
@@ -38,6 +63,14 @@ public struct TargetConfig: Sendable, Equatable {
 
     public var listeners: [Listener]
     public var subsystems: [SubsystemSpec]
+    /// A unique discovery NQN besides the well-known one.
+    public var discoveryNQN: String? = nil
+
+    public init(listeners: [Listener], subsystems: [SubsystemSpec], discoveryNQN: String? = nil) {
+        self.listeners = listeners
+        self.subsystems = subsystems
+        self.discoveryNQN = discoveryNQN
+    }
 }
 
 /// A configuration error that names the key, the value and what to do.
@@ -60,20 +93,17 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable {
 extension TargetConfig {
     /// Reads and validates an nvmetcli JSON file.
     public static func load(path: String) throws(ConfigError) -> TargetConfig {
+        try validate(loadRaw(path: path))
+    }
+
+    /// Reads an nvmetcli JSON file without validating it.
+    public static func loadRaw(path: String) throws(ConfigError) -> NvmetcliConfig {
         guard let bytes = readFile(path) else { throw ConfigError("file", "\"\(path)\"", "cannot be read") }
-        return try parse(json: bytes)
+        return try NvmetcliConfig.decode(bytes)
     }
 
     public static func parse(json: [UInt8]) throws(ConfigError) -> TargetConfig {
-        let raw: NvmetcliConfig
-        do {
-            raw = try JSONDecoder().decode(NvmetcliConfig.self, from: Data(json))
-        } catch let error as DecodingError {
-            throw ConfigError.from(error)
-        } catch {
-            throw ConfigError("(document)", "", "is not valid JSON: \(error)")
-        }
-        return try validate(raw)
+        try validate(NvmetcliConfig.decode(json))
     }
 
     public static func validate(_ raw: NvmetcliConfig) throws(ConfigError) -> TargetConfig {
@@ -94,10 +124,7 @@ extension TargetConfig {
                     guard let b = v.bool else { throw ConfigError("\(key).attr.allow_any_host", v.description, "must be \"0\" or \"1\"") }
                     allowAny = b
                 }
-                let serial = attr["serial"]?.text ?? defaultSerial(s.nqn)
-                if serial.utf8.count > 20 { throw ConfigError("\(key).attr.serial", "\"\(serial)\"", "is longer than 20 characters") }
-                let model = attr["model"]?.text ?? "Fathom"
-                if model.utf8.count > 40 { throw ConfigError("\(key).attr.model", "\"\(model)\"", "is longer than 40 characters") }
+                var spec = try subsystemAttributes(attr, nqn: s.nqn, key: "\(key).attr")
                 let hosts = s.allowed_hosts ?? []
                 for (h, host) in hosts.enumerated() where !NQN.isValid(host) {
                     throw ConfigError("\(key).allowed_hosts[\(h)]", "\"\(host)\"", "is not a valid host NQN: it \(NQN.problem(host)!)")
@@ -141,6 +168,9 @@ extension TargetConfig {
                             }
                             seenIDs[id] = "\(nkey).device.\(field)"
                         }
+                        if let g = ns.ana_grpid, g.int != 1 {
+                            throw ConfigError("\(nkey).ana_grpid", g.description, "must be 1: Fathom has one ANA group (optimized) per port")
+                        }
                         var readOnly = false
                         if let r = ns.readonly {
                             guard let b = r.bool else { throw ConfigError("\(nkey).readonly", r.description, "must be true or false") }
@@ -171,8 +201,10 @@ extension TargetConfig {
                         errors.append(error)
                     }
                 }
-                subsystems.append(SubsystemSpec(nqn: s.nqn, serial: serial, model: model, allowAnyHost: allowAny,
-                                                allowedHosts: hosts, namespaces: namespaces))
+                spec.allowAnyHost = allowAny
+                spec.allowedHosts = hosts
+                spec.namespaces = namespaces
+                subsystems.append(spec)
             } catch {
                 errors.append(error)
             }
@@ -180,29 +212,25 @@ extension TargetConfig {
         var listeners: [Listener] = []
         var portIDs = Set<UInt16>()
         for (i, p) in raw.ports.enumerated() {
-            let key = "ports[\(i)]"
             do throws(ConfigError) {
-                guard let id = p.portid.int, id >= 0, id < 0xFFFF else { throw ConfigError("\(key).portid", p.portid.description, "must be a number from 0 to 65534") }
-                guard portIDs.insert(UInt16(id)).inserted else { throw ConfigError("\(key).portid", p.portid.description, "is used by two ports") }
-                guard p.addr.trtype.lowercased() == "tcp" else {
-                    throw ConfigError("\(key).addr.trtype", "\"\(p.addr.trtype)\"", "is not supported: Fathom serves NVMe/TCP only (use \"tcp\")")
+                let l = try listener(p, key: "ports[\(i)]", subsystems: seenNQNs)
+                guard portIDs.insert(l.portID).inserted else { throw ConfigError("ports[\(i)].portid", p.portid.description, "is used by two ports") }
+                if let other = listeners.first(where: { $0.sameEndpoint(as: l) && l.port != 0 }) {
+                    throw ConfigError("ports[\(i)].addr", "\"\(l.address):\(l.port)\"", "is also the address of port \(other.portID)")
                 }
-                let family = (p.addr.adrfam ?? "ipv4").lowercased()
-                guard family == "ipv4" || family == "ipv6" else {
-                    throw ConfigError("\(key).addr.adrfam", "\"\(family)\"", "must be \"ipv4\" or \"ipv6\"")
-                }
-                guard IPAddressText.isValid(p.addr.traddr, ipv6: family == "ipv6") else {
-                    throw ConfigError("\(key).addr.traddr", "\"\(p.addr.traddr)\"", "is not an \(family) address")
-                }
-                let service = p.addr.trsvcid?.text ?? "4420"
-                guard let port = UInt16(service) else { throw ConfigError("\(key).addr.trsvcid", "\"\(service)\"", "must be a TCP port number (4420 is the NVMe/TCP default)") }
-                let subs = p.subsystems ?? []
-                for (j, nqn) in subs.enumerated() where !seenNQNs.contains(nqn) {
-                    throw ConfigError("\(key).subsystems[\(j)]", "\"\(nqn)\"", "names no subsystem defined under \"subsystems\"")
-                }
-                listeners.append(Listener(portID: UInt16(id), address: p.addr.traddr, port: port, isIPv6: family == "ipv6", subsystems: subs))
+                listeners.append(l)
             } catch {
                 errors.append(error)
+            }
+        }
+        var discoveryNQN: String? = nil
+        if let d = raw.discovery_nqn, !d.isEmpty {
+            if let problem = NQN.problem(d) {
+                errors.append(ConfigError("discovery_nqn", "\"\(d)\"", "is not a valid NQN: it \(problem)"))
+            } else if seenNQNs.contains(d) {
+                errors.append(ConfigError("discovery_nqn", "\"\(d)\"", "is also the NQN of a subsystem"))
+            } else if d != NQN.discovery {
+                discoveryNQN = d
             }
         }
         if raw.ports.isEmpty { errors.append(ConfigError("ports", "[]", "must list at least one port to listen on")) }
@@ -211,7 +239,7 @@ extension TargetConfig {
             first.others = Array(errors.dropFirst())
             throw first
         }
-        return TargetConfig(listeners: listeners, subsystems: subsystems)
+        return TargetConfig(listeners: listeners, subsystems: subsystems, discoveryNQN: discoveryNQN)
     }
 
     /// A namespace identifier from the config (32 hex digits, dashes allowed), or one derived

@@ -118,7 +118,7 @@ final class Connection {
 
     var logger: Logger { reactor.logger }
     var isAdminQueue: Bool { queueID == 0 }
-    var ioInCapsuleLimit: Int { controller == nil || isAdminQueue ? TargetSettings.adminInCapsuleDataSize : reactor.settings.ioInCapsuleDataSize }
+    var ioInCapsuleLimit: Int { controller == nil || isAdminQueue ? TargetSettings.adminInCapsuleDataSize : controller!.ioInCapsuleDataSize }
 
     @inline(__always)
     func userData(_ kind: UserData.Kind, slot: Int = 0) -> UInt64 {

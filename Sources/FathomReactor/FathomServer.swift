@@ -15,153 +15,50 @@ public final class FathomServer {
     public let target: Target
     private let reactors: [Reactor]
     private var threads: [pthread_t] = []
-    /// The configuration in effect (reload compares against it).
-    private var config: TargetConfig
     private var nextIndex = 0
-    private let logger: Logger
-    /// TCP ports actually bound, in configuration order (useful when the config said 0).
-    public let boundPorts: [UInt16]
+    let logger: Logger
+
+    /// What the control path owns: the configuration in effect and the listening sockets.
+    /// `apply` holds it for its whole run, so configuration changes happen one at a time.
+    struct ControlState {
+        var config = TargetConfig(listeners: [], subsystems: [])
+        var listeners: [Listener] = []
+    }
+    let control = Mutex(ControlState())
 
     /// Opens a namespace's backend instead of the configured kind (tests inject faults this
     /// way, like SPDK's error bdev); returning nil falls back to the configuration.
     public typealias BackendOpener = (TargetConfig.NamespaceSpec) throws -> BlockBackend?
-    private let backendOpener: BackendOpener?
+    let backendOpener: BackendOpener?
 
     /// `cpus`: pin reactor k to cpus[k % cpus.count] (nil: let the scheduler place them).
+    /// Everything in `config` is opened here (backends, listening sockets); a failure throws
+    /// and leaves nothing open.
     public init(config: TargetConfig, settings: TargetSettings = TargetSettings(), reactorCount: Int, cpus: [Int]? = nil,
                 logger: Logger, openBackend: BackendOpener? = nil) throws {
         self.logger = logger
         self.backendOpener = openBackend
-        var subsystems: [Subsystem] = []
-        for spec in config.subsystems {
-            let namespaces = try spec.namespaces.map {
-                try Self.openNamespace($0, subsystem: spec.nqn, stateDirectory: settings.stateDirectory, logger: logger, opener: openBackend)
-            }
-            subsystems.append(Subsystem(nqn: spec.nqn, serial: spec.serial, model: spec.model, allowAnyHost: spec.allowAnyHost,
-                                        allowedHosts: Set(spec.allowedHosts), namespaces: namespaces))
-        }
-        var listeners: [Listener] = []
-        do {
-            for l in config.listeners {
-                let port = Port(id: l.portID, address: l.address, serviceID: String(l.port), isIPv6: l.isIPv6, subsystemNQNs: l.subsystems)
-                listeners.append(try Listener(port: port, address: l.address, tcpPort: l.port))
-            }
-        } catch {
-            for l in listeners { l.close() }
-            throw error
-        }
-        self.config = config
-        boundPorts = listeners.map(\.boundPort)
-        target = Target(settings: settings, subsystems: subsystems, ports: listeners.map(\.port))
+        target = Target(settings: settings, topology: Target.Topology(subsystems: [], ports: []))
         let target = self.target
         reactors = (0..<max(1, reactorCount)).map { Reactor(id: $0, target: target, logger: logger) }
-        reactors[0].listeners = listeners
         if let cpus, !cpus.isEmpty {
             for (k, r) in reactors.enumerated() { r.cpu = cpus[k % cpus.count] }
         }
         for r in reactors { r.server = self }
-        for l in listeners {
-            self.logger.info("listening", metadata: ["address": "\(l.port.address)", "port": "\(l.boundPort)",
-                                                      "portid": "\(l.port.id)", "subsystems": "\(l.port.subsystemNQNs.joined(separator: ","))"])
-        }
+        // The first configuration is applied like any later one, to an empty target.
+        try apply(config)
     }
 
-    /// Opens the backend of one configured namespace. Errors name the namespace and its path.
-    static func openNamespace(_ ns: TargetConfig.NamespaceSpec, subsystem: String, stateDirectory: String?, logger: Logger,
-                              reservations: ReservationState? = nil, opener: BackendOpener? = nil) throws -> Namespace {
-        let backend: BlockBackend
-        var label = ns.path
-        do {
-            if let custom = try opener?(ns) {
-                backend = custom
-            } else {
-            switch ns.backend {
-            case .file:
-                backend = try FileBackend(path: ns.path, readOnly: ns.readOnly, directIO: ns.directIO, blockSize: ns.blockSize)
-            case .memory:
-                backend = try MemoryBackend(bytes: ns.size, blockSize: ns.blockSize, readOnly: ns.readOnly)
-                label = "memory:\(ns.size)"
-            case .null:
-                backend = NullBackend(bytes: ns.size, blockSize: ns.blockSize, readOnly: ns.readOnly)
-                label = "null:\(ns.size)"
-            }
-            }
-        } catch {
-            throw ServerError(message: "subsystem \(subsystem) namespace \(ns.nsid): device.path = \"\(ns.path)\": \(error)")
-        }
-        logger.info("namespace ready", metadata: [
-            "subsystem": "\(subsystem)", "nsid": "\(ns.nsid)", "backend": "\(label)",
-            "blocks": "\(backend.blockCount)", "block_size": "\(1 << backend.blockSizeShift)", "readonly": "\(ns.readOnly)"])
-        let state = reservations ?? ReservationState(
-            persistencePath: stateDirectory.map { "\($0)/reservations-\(UUIDText.format(ns.nguid, dashes: false))" })
-        return Namespace(nsid: ns.nsid, nguid: ns.nguid, uuid: ns.uuid, readOnly: ns.readOnly,
-                         backend: StorageNamespace(backend), label: label, reservations: state,
-                         visibleHosts: ns.visibleHosts.map(Set.init))
-    }
+    /// The configuration in effect.
+    public var runningConfig: TargetConfig { control.withLock { $0.config } }
 
-    /// Applies a new configuration to the running target: namespaces are added, removed,
-    /// replaced or resized (a backing file that grew or shrank) and every controller of the
-    /// subsystem gets a Namespace Attribute Changed event. Every new backend is opened before
-    /// anything changes, so a failure leaves the running target as it was. Changes that need
-    /// a restart (ports, subsystems, hosts) are reported, not applied.
-    @discardableResult
-    public func reload(_ new: TargetConfig) throws -> [String] {
-        var notes: [String] = []
-        if new.listeners != config.listeners { notes.append("ports changed: restart fathomd to apply") }
-        var plans: [(Subsystem, [Namespace])] = []
-        for spec in new.subsystems {
-            guard let subsystem = target.subsystems[spec.nqn] else {
-                notes.append("subsystem \(spec.nqn) is new: restart fathomd to add it")
-                continue
-            }
-            let old = config.subsystems.first { $0.nqn == spec.nqn }
-            if old?.allowAnyHost != spec.allowAnyHost || old?.allowedHosts != spec.allowedHosts || old?.serial != spec.serial
-                || old?.model != spec.model {
-                notes.append("subsystem \(spec.nqn): host access or identity changed: restart fathomd to apply")
-            }
-            var list: [Namespace] = []
-            for ns in spec.namespaces {
-                if let current = subsystem.namespace(ns.nsid), old?.namespaces.first(where: { $0.nsid == ns.nsid }) == ns,
-                   !Self.sizeChanged(current, ns) {
-                    list.append(current)
-                } else {
-                    // A resized or reopened namespace keeps its registrants and reservation.
-                    let keep = subsystem.namespace(ns.nsid).flatMap { $0.nguid == ns.nguid ? $0.reservations : nil }
-                    list.append(try Self.openNamespace(ns, subsystem: spec.nqn, stateDirectory: target.settings.stateDirectory,
-                                                       logger: logger, reservations: keep, opener: backendOpener))
-                }
-            }
-            plans.append((subsystem, list))
-        }
-        for s in config.subsystems where !new.subsystems.contains(where: { $0.nqn == s.nqn }) {
-            notes.append("subsystem \(s.nqn) was removed from the file: restart fathomd to remove it")
-        }
-        for (subsystem, list) in plans {
-            let before = Set(subsystem.namespaces.map(\.nsid))
-            let changed = subsystem.replaceNamespaces(list)
-            for nsid in changed {
-                let now = subsystem.namespace(nsid)
-                let what = now == nil ? "removed" : (before.contains(nsid) ? "replaced or resized" : "added")
-                notes.append("subsystem \(subsystem.nqn) namespace \(nsid) \(what)")
-            }
-            target.namespacesChanged(in: subsystem, changed)
-        }
-        // Keep the old namespaces of subsystems that need a restart as they are.
-        var applied = new
-        applied.listeners = config.listeners
-        applied.subsystems = new.subsystems.filter { target.subsystems[$0.nqn] != nil }
-            + config.subsystems.filter { s in !new.subsystems.contains { $0.nqn == s.nqn } }
-        config = applied
-        for n in notes { logger.notice("reload: \(n)") }
-        return notes
-    }
+    /// TCP ports actually bound, in configuration order (useful when the config said 0).
+    public var boundPorts: [UInt16] { control.withLock { $0.listeners.map(\.boundPort) } }
 
-    /// True when a file-backed namespace's backing file no longer has the size in use.
-    private static func sizeChanged(_ current: Namespace, _ spec: TargetConfig.NamespaceSpec) -> Bool {
-        guard spec.backend == .file else { return false }
-        var st = stat()
-        guard stat(spec.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return false }
-        return UInt64(st.st_size) >> UInt64(current.blockSizeShift) != current.blockCount
+    /// Installs the listening sockets on the accepting reactor.
+    func installListeners(_ list: [(Listener, Port)]) {
+        let r = reactors[0]
+        r.post { r.replaceListeners(list) }
     }
 
     private let openConnections = Atomic<Int>(0)

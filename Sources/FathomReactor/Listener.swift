@@ -1,5 +1,6 @@
 import CLiburing
 import FathomTarget
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -7,7 +8,11 @@ import Glibc
 /// A listening TCP socket and the port (nvmetcli "port") it serves.
 final class Listener {
     let fd: Int32
-    let port: Port
+    /// What the socket serves; its ID, subsystems and parameters change with the configuration.
+    var port: Port
+    /// Names this listener in io_uring user data (16 bits; unique among the live ones).
+    let token: Int
+    private static let nextToken = Atomic<Int>(0)
     /// The TCP port actually bound (differs from the configured one when that was 0).
     let boundPort: UInt16
     private var closed = false
@@ -49,6 +54,7 @@ final class Listener {
             throw ListenError(address: address, port: tcpPort, errno: e, action: "listen on")
         }
         self.fd = fd
+        self.token = Self.nextToken.add(1, ordering: .relaxed).newValue & 0xFFFF
         self.boundPort = SocketAddress.port(of: fd, local: true)
         var p = port
         p.serviceID = String(boundPort)

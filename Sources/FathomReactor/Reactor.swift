@@ -152,14 +152,28 @@ final class Reactor {
     }
 
     private func armAccept(_ l: Listener) {
-        guard !stopping, let index = listeners.firstIndex(where: { $0 === l }) else { return }
-        let sqe = ring.sqe(UserData(.accept, slot: index).raw)
+        guard !stopping, listeners.contains(where: { $0 === l }) else { return }
+        let sqe = ring.sqe(UserData(.accept, slot: l.token).raw)
         io_uring_prep_accept(sqe, l.fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
     }
 
-    private func accepted(listenerIndex: Int, _ result: Int32) {
-        guard listenerIndex < listeners.count else { return }
-        let l = listeners[listenerIndex]
+    /// Installs the listener set of a new configuration (reactor 0's thread): new sockets
+    /// start accepting, sockets no longer configured are closed (their pending accept
+    /// completes and finds no listener). Ports kept keep their socket and their connections.
+    func replaceListeners(_ next: [(Listener, Port)]) {
+        let old = listeners
+        for (l, port) in next { l.port = port }
+        listeners = next.map(\.0)
+        for l in old where !listeners.contains(where: { $0 === l }) { l.close() }
+        guard ring != nil else { return }  // not running yet: `run` arms them
+        for l in listeners where !old.contains(where: { $0 === l }) { armAccept(l) }
+    }
+
+    private func accepted(listenerIndex token: Int, _ result: Int32) {
+        guard let l = listeners.first(where: { $0.token == token }) else {
+            if result >= 0 { Glibc.close(result) }
+            return
+        }
         if stopping {
             if result >= 0 { Glibc.close(result) }
             return
@@ -171,7 +185,9 @@ final class Reactor {
         } else if result >= 0 {
             var one: Int32 = 1
             setsockopt(result, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            let incoming = IncomingConnection(fd: result, port: l.port, peer: SocketAddress.peer(of: result),
+            // The port as configured now: its parameters may have changed since it was opened.
+            let port = target.port(l.port.id).flatMap { $0.sameEndpoint(as: l.port) ? $0 : nil } ?? l.port
+            let incoming = IncomingConnection(fd: result, port: port, peer: SocketAddress.peer(of: result),
                                               local: SocketAddress.local(of: result))
             if let server, let next = server.nextReactor(), next !== self {
                 next.adopt(incoming)

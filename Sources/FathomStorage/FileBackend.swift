@@ -121,6 +121,16 @@ public final class FileBackend: BlockBackend {
     deinit { close() }
 
     /// Creates a sparse file of `bytes` if nothing exists at `path` (the demo image).
+    /// The size of a block device in bytes (nil when it cannot be opened or asked), so a
+    /// resize of the device can be noticed without reopening the namespace.
+    public static func deviceSize(path: String) -> UInt64? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        var size: UInt64 = 0
+        return ioctl(fd, fathom_BLKGETSIZE64, &size) == 0 ? size : nil
+    }
+
     public static func createSparse(path: String, bytes: UInt64) throws {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw StorageError(path: path, errno: errno, action: "cannot create") }

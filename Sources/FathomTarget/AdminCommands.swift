@@ -131,10 +131,11 @@ extension Controller {
     public func identity() -> ControllerIdentity {
         ControllerIdentity(
             kind: isDiscovery ? .discovery : .io, controllerID: id, serial: subsystem.serial, model: subsystem.model,
-            firmware: settings.firmwareRevision, version: Self.version, subsystemNQN: subsystem.nqn,
+            firmware: subsystem.identity.firmware ?? settings.firmwareRevision, version: subsystem.identity.version,
+            subsystemNQN: subsystem.nqn,
             maxDataTransferExponent: settings.mdtsExponent, namespaceCount: isDiscovery ? 0 : Subsystem.maxNamespaces,
-            maxCommands: UInt16(min(settings.maxQueueEntries, 0xFFFF)),
-            inCapsuleDataSize: settings.ioInCapsuleDataSize, keepAliveSupport: settings.keepAliveGranularity,
+            maxCommands: UInt16(min(maxQueueEntries, 0xFFFF)),
+            inCapsuleDataSize: ioInCapsuleDataSize, keepAliveSupport: settings.keepAliveGranularity,
             volatileWriteCache: !isDiscovery, multiController: !isDiscovery, asyncEventLimit: Self.asyncEventLimit,
             optionalNVMCommands: isDiscovery ? 0 : IOCommand.optionalCommandSupport)
     }

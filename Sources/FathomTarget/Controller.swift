@@ -35,6 +35,8 @@ public final class Controller {
     var changedNamespaces: [UInt32] = []
     /// A namespace notice was reported and the host has not yet read log 04h.
     var namespaceNoticeMasked = false
+    /// A discovery log change was reported and the host has not yet read log 70h.
+    var discoveryNoticeMasked = false
 
     /// How events reach this controller's admin queue, installed by the transport.
     public struct EventRoute {
@@ -85,6 +87,13 @@ public final class Controller {
         self.keepAliveMs = Atomic(keepAliveMs)
         self.lastActivityMs = Atomic(MonotonicClock.nowMs())
     }
+
+    /// Entries per I/O queue (CAP.MQES + 1): the port's max_queue_size, else the target's.
+    public var maxQueueEntries: Int { port.maxQueueSize ?? settings.maxQueueEntries }
+    /// In-capsule data on I/O queues (IOCCSZ): the port's inline_data_size, else the target's.
+    public var ioInCapsuleDataSize: Int { port.inlineDataSize ?? settings.ioInCapsuleDataSize }
+    /// I/O queues a controller may have: the subsystem's qid_max, else the target's.
+    public var maxIOQueues: Int { min(subsystem.identity.maxIOQueues ?? settings.maxIOQueues, settings.maxIOQueues) }
 
     public var keepAliveTimeoutMs: UInt32 { keepAliveMs.load(ordering: .relaxed) }
 
@@ -176,6 +185,18 @@ public final class Controller {
             namespaceNoticeMasked = true
             // Type 2 (notice), information 00h (namespace attribute changed), log page 04h.
             if let (cid, dw0) = postAsyncEvent(0x0004_0002) { route.complete(cid, dw0) }
+        }
+    }
+
+    /// What a discovery log page shows changed: if the host enabled the notice (AEC bit 31),
+    /// send a Discovery Log Page Change event (notice, information F0h, log page 70h). Further
+    /// notices wait until the host reads the log. Callable from any thread.
+    public func discoveryLogChanged() {
+        guard isDiscovery, let route = eventRoute.withLock({ $0 }) else { return }
+        route.run { [self] in
+            guard asyncEventConfiguration & (1 << 31) != 0, !discoveryNoticeMasked else { return }
+            discoveryNoticeMasked = true
+            if let (cid, dw0) = postAsyncEvent(0x0070_F002) { route.complete(cid, dw0) }
         }
     }
 

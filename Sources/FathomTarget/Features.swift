@@ -55,7 +55,7 @@ extension Controller {
             // NSQR/NCQR are 0-based; 0xFFFF is invalid. Grant up to our limit, equal counts.
             let nsqr = Int(value & 0xFFFF), ncqr = Int(value >> 16)
             guard nsqr != 0xFFFF, ncqr != 0xFFFF else { return .failure(.invalidField) }
-            let granted = min(max(nsqr, ncqr) + 1, settings.maxIOQueues)
+            let granted = min(max(nsqr, ncqr) + 1, maxIOQueues)
             grantedIOQueues.store(granted, ordering: .relaxed)
             let g = UInt32(granted - 1)
             return CommandCompletion(status: .success, dw0: g | g << 16)
@@ -125,7 +125,7 @@ extension Controller {
         let useDefault = select == 1
         switch fid {
         case Self.fid(NVME_FEAT_FID_NUM_QUEUES):
-            let g = UInt32(max((useDefault ? settings.maxIOQueues : grantedIOQueues.load(ordering: .relaxed)), 1) - 1)
+            let g = UInt32(max((useDefault ? maxIOQueues : grantedIOQueues.load(ordering: .relaxed)), 1) - 1)
             return CommandCompletion(status: .success, dw0: g | g << 16)
         case Self.fid(NVME_FEAT_FID_KATO):
             return CommandCompletion(status: .success, dw0: keepAliveTimeoutMs)

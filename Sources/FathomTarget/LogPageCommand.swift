@@ -20,8 +20,9 @@ extension Controller {
         let page: [UInt8]
         switch lid {
         case LogPage.discovery where isDiscovery:
-            page = DiscoveryLog.encode(generation: 1, entries: target.discoveryEntries(hostNQN: hostNQN, port: port,
-                                                                                       localAddress: context.localAddress))
+            let log = target.discoveryLog(hostNQN: hostNQN, portID: port.id, localAddress: context.localAddress)
+            page = DiscoveryLog.encode(generation: log.generation, entries: log.entries)
+            if !retainAsyncEvent { discoveryNoticeMasked = false }
         case LogPage.supportedLogs:
             page = LogPage.supportedLogPages(Self.supportedLogPages)
         case LogPage.error:
@@ -32,7 +33,7 @@ extension Controller {
             }
             page = LogPage.smart(healthCounters())
         case LogPage.firmwareSlot:
-            page = LogPage.firmwareSlot(revision: settings.firmwareRevision)
+            page = LogPage.firmwareSlot(revision: subsystem.identity.firmware ?? settings.firmwareRevision)
         case LogPage.changedNamespaces:
             page = LogPage.changedNamespaces(changedNamespaces)
             if !retainAsyncEvent {

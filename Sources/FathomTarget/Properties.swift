@@ -3,7 +3,8 @@ import NVMeWire
 /// Controller properties reached through Fabrics Property Get/Set (the registers of a
 /// PCIe controller): CAP, VS, CC, CSTS. Enable and shutdown follow the CC writes.
 extension Controller {
-    public static let version: UInt32 = 0x0001_0300  // NVMe 1.3: CNS 03h mandatory, no CNS 08h/CSI.
+    /// The default VS: NVMe 1.3 (CNS 03h mandatory, no CNS 08h/CSI). A subsystem may say 1.2.
+    public static let version: UInt32 = 0x0001_0300
 
     enum Register: UInt32 {
         case capabilities = 0x00
@@ -13,7 +14,7 @@ extension Controller {
     }
 
     var capabilities: UInt64 {
-        let mqes = UInt64(min(settings.maxQueueEntries, 65536) - 1)
+        let mqes = UInt64(min(maxQueueEntries, 65536) - 1)
         return mqes                       // MQES: 0-based
             | 1 << 16                     // CQR: contiguous queues required
             | UInt64(settings.readyTimeoutUnits) << 24  // TO
@@ -26,7 +27,7 @@ extension Controller {
         let value: UInt64
         switch (Register(rawValue: sqe.propertyOffset), size) {
         case (.capabilities?, 8): value = capabilities
-        case (.version?, 4): value = UInt64(Self.version)
+        case (.version?, 4): value = UInt64(subsystem.identity.version)
         case (.configuration?, 4): value = UInt64(configuration)
         case (.status?, 4): value = UInt64(status)
         default: return .failure(.invalidField)

@@ -1,33 +1,78 @@
 import NVMeWire
+import Synchronization
 
 /// An NVM subsystem (or the discovery subsystem): its identity, who may connect, and its
 /// namespaces.
+///
+/// Identity is fixed for the object's life: a host caches serial, model and controller IDs,
+/// so changing them means a new `Subsystem` (the old one's controllers are disconnected).
+/// Host access can change while hosts are connected (`setAccess`), and so can namespaces.
 public final class Subsystem {
     public enum Kind: Sendable { case nvm, discovery }
 
+    /// What the operator may set per subsystem (nvmetcli's subsystem `attr`).
+    public struct Identity: Sendable, Equatable {
+        public var serial: String
+        public var model: String
+        /// Firmware revision reported in Identify (nil: the target's).
+        public var firmware: String? = nil
+        /// NVMe version reported in VS and Identify.
+        public var version: UInt32 = 0x0001_0300
+        /// Controller IDs this subsystem hands out (nvmet's cntlid_min/cntlid_max).
+        public var controllerIDs: ClosedRange<UInt16> = 1...0xFFEF
+        /// Most I/O queues per controller (nvmet's qid_max; nil: the target's limit).
+        public var maxIOQueues: Int? = nil
+
+        public init(serial: String, model: String) {
+            self.serial = serial
+            self.model = model
+        }
+    }
+
+    struct Access {
+        var allowAnyHost: Bool
+        var allowedHosts: Set<String>
+    }
+
     public let nqn: String
     public let kind: Kind
-    public let serial: String
-    public let model: String
-    public let allowAnyHost: Bool
-    public let allowedHosts: Set<String>
+    public let identity: Identity
+    public var serial: String { identity.serial }
+    public var model: String { identity.model }
+    private let access: Mutex<Access>
     private let snapshot: NamespaceSnapshot
 
-    public init(nqn: String, kind: Kind = .nvm, serial: String, model: String, allowAnyHost: Bool,
+    public init(nqn: String, kind: Kind = .nvm, identity: Identity, allowAnyHost: Bool,
                 allowedHosts: Set<String>, namespaces: [Namespace]) {
         self.nqn = nqn
         self.kind = kind
-        self.serial = serial
-        self.model = model
-        self.allowAnyHost = allowAnyHost
-        self.allowedHosts = allowedHosts
+        self.identity = identity
+        self.access = Mutex(Access(allowAnyHost: allowAnyHost, allowedHosts: allowedHosts))
         self.snapshot = NamespaceSnapshot(NamespaceSet(namespaces))
+    }
+
+    public convenience init(nqn: String, kind: Kind = .nvm, serial: String, model: String, allowAnyHost: Bool,
+                            allowedHosts: Set<String>, namespaces: [Namespace]) {
+        self.init(nqn: nqn, kind: kind, identity: Identity(serial: serial, model: model), allowAnyHost: allowAnyHost,
+                  allowedHosts: allowedHosts, namespaces: namespaces)
     }
 
     /// The namespaces now, in NSID order.
     public var namespaces: [Namespace] { snapshot.set.list }
 
-    public func allows(host: String) -> Bool { kind == .discovery || allowAnyHost || allowedHosts.contains(host) }
+    public var allowAnyHost: Bool { access.withLock { $0.allowAnyHost } }
+    public var allowedHosts: Set<String> { access.withLock { $0.allowedHosts } }
+
+    /// Checked at Connect (control path) and when access changes.
+    public func allows(host: String) -> Bool {
+        kind == .discovery || access.withLock { $0.allowAnyHost || $0.allowedHosts.contains(host) }
+    }
+
+    /// Changes who may connect. Controllers of hosts no longer allowed are the caller's to
+    /// end (`Target.replaceTopology` does).
+    public func setAccess(allowAnyHost: Bool, allowedHosts: Set<String>) {
+        access.withLock { $0 = Access(allowAnyHost: allowAnyHost, allowedHosts: allowedHosts) }
+    }
 
     /// The most namespaces a subsystem may have; Identify Controller reports it as NN, so
     /// hot-added namespaces up to it need no reconnect.
@@ -50,21 +95,4 @@ public final class Subsystem {
     }
 
     func reclaim(nowMs: Int64) { snapshot.reclaim(nowMs: nowMs) }
-}
-
-/// A listening address and the subsystems reachable through it (nvmetcli's "ports").
-public struct Port: Sendable {
-    public var id: UInt16
-    public var address: String
-    public var serviceID: String
-    public var isIPv6: Bool
-    public var subsystemNQNs: [String]
-
-    public init(id: UInt16, address: String, serviceID: String, isIPv6: Bool, subsystemNQNs: [String]) {
-        self.id = id
-        self.address = address
-        self.serviceID = serviceID
-        self.isIPv6 = isIPv6
-        self.subsystemNQNs = subsystemNQNs
-    }
 }

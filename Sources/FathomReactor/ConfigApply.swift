@@ -1,0 +1,176 @@
+import FathomConfig
+import FathomStorage
+import FathomTarget
+import Logging
+import NVMeWire
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Applying a configuration to the running target: the one path for the first start, a
+/// SIGHUP reload and every control request. It works in two phases. First everything new
+/// is opened (namespace backends, listening sockets); if anything fails, what was opened is
+/// closed and the target is exactly as before. Then the difference is committed: hosts
+/// that the new configuration still admits keep their controllers and connections.
+extension FathomServer {
+    /// Applies `new` and returns one line per change made (empty: nothing changed).
+    @discardableResult
+    public func apply(_ new: TargetConfig) throws -> [String] {
+        try control.withLock { state throws -> [String] in
+            let old = state.config
+            var notes: [String] = []
+
+            // Phase 1: open. Subsystems whose identity is unchanged keep their object.
+            var subsystems: [Subsystem] = []
+            var namespaceUpdates: [(Subsystem, [Namespace])] = []
+            for spec in new.subsystems {
+                let existing = target.subsystem(spec.nqn)
+                let oldSpec = old.subsystems.first { $0.nqn == spec.nqn }
+                var list: [Namespace] = []
+                for ns in spec.namespaces {
+                    let current = existing?.namespace(ns.nsid)
+                    if let current, oldSpec?.namespaces.first(where: { $0.nsid == ns.nsid }) == ns, !Self.sizeChanged(current, ns) {
+                        list.append(current)
+                    } else {
+                        // A resized or reopened namespace keeps its registrants and reservation.
+                        let keep = current.flatMap { $0.nguid == ns.nguid ? $0.reservations : nil }
+                        list.append(try Self.openNamespace(ns, subsystem: spec.nqn, stateDirectory: target.settings.stateDirectory,
+                                                           logger: logger, reservations: keep, opener: backendOpener))
+                    }
+                }
+                let identity = Self.identity(spec)
+                if let existing, existing.identity == identity {
+                    subsystems.append(existing)
+                    namespaceUpdates.append((existing, list))
+                } else {
+                    subsystems.append(Subsystem(nqn: spec.nqn, identity: identity, allowAnyHost: spec.allowAnyHost,
+                                                allowedHosts: Set(spec.allowedHosts), namespaces: list))
+                    notes.append(existing == nil ? "subsystem \(spec.nqn) added" : "subsystem \(spec.nqn) recreated (its identity changed)")
+                }
+            }
+            var listeners: [(Listener, Port)] = []
+            var opened: [Listener] = []
+            do {
+                for l in new.listeners {
+                    // Same address, same socket (port 0, "any free port", matches by port ID).
+                    let reuse = old.listeners.firstIndex { $0.sameEndpoint(as: l) && (l.port != 0 || $0.portID == l.portID) }
+                        .map { state.listeners[$0] }
+                    let socket: Listener
+                    if let reuse {
+                        socket = reuse
+                    } else {
+                        socket = try Listener(port: Self.port(l, boundPort: l.port), address: l.address, tcpPort: l.port)
+                        opened.append(socket)
+                    }
+                    listeners.append((socket, Self.port(l, boundPort: socket.boundPort)))
+                }
+            } catch {
+                for l in opened { l.close() }
+                throw error
+            }
+
+            // Phase 2: commit. Nothing below can fail.
+            for (subsystem, list) in namespaceUpdates {
+                if let spec = new.subsystems.first(where: { $0.nqn == subsystem.nqn }),
+                   subsystem.allowAnyHost != spec.allowAnyHost || subsystem.allowedHosts != Set(spec.allowedHosts) {
+                    subsystem.setAccess(allowAnyHost: spec.allowAnyHost, allowedHosts: Set(spec.allowedHosts))
+                    notes.append("subsystem \(subsystem.nqn): host access changed")
+                }
+                let before = Set(subsystem.namespaces.map(\.nsid))
+                let changed = subsystem.replaceNamespaces(list)
+                for nsid in changed {
+                    let what = subsystem.namespace(nsid) == nil ? "removed" : (before.contains(nsid) ? "replaced or resized" : "added")
+                    notes.append("subsystem \(subsystem.nqn) namespace \(nsid) \(what)")
+                }
+                target.namespacesChanged(in: subsystem, changed)
+            }
+            for s in old.subsystems where !new.subsystems.contains(where: { $0.nqn == s.nqn }) {
+                notes.append("subsystem \(s.nqn) removed")
+            }
+            for l in new.listeners where !old.listeners.contains(l) {
+                let before = old.listeners.first { $0.portID == l.portID }
+                notes.append("port \(l.portID) (\(l.address):\(l.port)) \(before == nil ? "added" : "changed")")
+            }
+            for l in old.listeners where !new.listeners.contains(where: { $0.portID == l.portID }) {
+                notes.append("port \(l.portID) (\(l.address):\(l.port)) removed")
+            }
+            if old.discoveryNQN != new.discoveryNQN { notes.append("discovery NQN is now \(new.discoveryNQN ?? NQN.discovery)") }
+            let ended = target.replaceTopology(Target.Topology(subsystems: subsystems, ports: listeners.map(\.1),
+                                                               discoveryNQN: new.discoveryNQN))
+            for c in ended {
+                notes.append("controller \(c.id) of \(c.hostNQN) on \(c.subsystem.nqn) disconnected: the new configuration no longer admits it")
+            }
+            installListeners(listeners)
+            state.listeners = listeners.map(\.0)
+            state.config = new
+            for n in notes { logger.notice("configuration: \(n)") }
+            return notes
+        }
+    }
+
+    /// Kept for callers of the SIGHUP-only API: the same as `apply`.
+    @discardableResult
+    public func reload(_ new: TargetConfig) throws -> [String] { try apply(new) }
+
+    static func identity(_ spec: TargetConfig.SubsystemSpec) -> Subsystem.Identity {
+        var id = Subsystem.Identity(serial: spec.serial, model: spec.model)
+        id.firmware = spec.firmware
+        id.version = spec.version
+        id.controllerIDs = spec.controllerIDs
+        id.maxIOQueues = spec.maxIOQueues
+        return id
+    }
+
+    static func port(_ l: TargetConfig.Listener, boundPort: UInt16) -> Port {
+        var p = Port(id: l.portID, address: l.address, serviceID: String(boundPort), isIPv6: l.isIPv6, subsystemNQNs: l.subsystems)
+        p.inlineDataSize = l.inlineDataSize
+        p.maxQueueSize = l.maxQueueSize
+        p.referrals = l.referrals.map { Referral(name: $0.name, portID: $0.portID, address: $0.address, serviceID: String($0.port), isIPv6: $0.isIPv6) }
+        return p
+    }
+
+    /// Opens the backend of one configured namespace. Errors name the namespace and its path.
+    static func openNamespace(_ ns: TargetConfig.NamespaceSpec, subsystem: String, stateDirectory: String?, logger: Logger,
+                              reservations: ReservationState? = nil, opener: BackendOpener? = nil) throws -> Namespace {
+        let backend: BlockBackend
+        var label = ns.path
+        do {
+            if let custom = try opener?(ns) {
+                backend = custom
+            } else {
+                switch ns.backend {
+                case .file:
+                    backend = try FileBackend(path: ns.path, readOnly: ns.readOnly, directIO: ns.directIO, blockSize: ns.blockSize)
+                case .memory:
+                    backend = try MemoryBackend(bytes: ns.size, blockSize: ns.blockSize, readOnly: ns.readOnly)
+                    label = "memory:\(ns.size)"
+                case .null:
+                    backend = NullBackend(bytes: ns.size, blockSize: ns.blockSize, readOnly: ns.readOnly)
+                    label = "null:\(ns.size)"
+                }
+            }
+        } catch {
+            throw ServerError(message: "subsystem \(subsystem) namespace \(ns.nsid): device.path = \"\(ns.path)\": \(error)")
+        }
+        logger.info("namespace ready", metadata: [
+            "subsystem": "\(subsystem)", "nsid": "\(ns.nsid)", "backend": "\(label)",
+            "blocks": "\(backend.blockCount)", "block_size": "\(1 << backend.blockSizeShift)", "readonly": "\(ns.readOnly)"])
+        let state = reservations ?? ReservationState(
+            persistencePath: stateDirectory.map { "\($0)/reservations-\(UUIDText.format(ns.nguid, dashes: false))" })
+        return Namespace(nsid: ns.nsid, nguid: ns.nguid, uuid: ns.uuid, readOnly: ns.readOnly,
+                         backend: StorageNamespace(backend), label: label, reservations: state,
+                         visibleHosts: ns.visibleHosts.map(Set.init))
+    }
+
+    /// True when a file-backed namespace's backing file no longer has the size in use.
+    static func sizeChanged(_ current: Namespace, _ spec: TargetConfig.NamespaceSpec) -> Bool {
+        guard spec.backend == .file else { return false }
+        var st = stat()
+        guard stat(spec.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG || (st.st_mode & S_IFMT) == S_IFBLK else { return false }
+        if (st.st_mode & S_IFMT) == S_IFBLK {
+            guard let bytes = FileBackend.deviceSize(path: spec.path) else { return false }
+            return bytes >> UInt64(current.blockSizeShift) != current.blockCount
+        }
+        return UInt64(st.st_size) >> UInt64(current.blockSizeShift) != current.blockCount
+    }
+}
