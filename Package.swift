@@ -17,6 +17,7 @@ let package = Package(
     products: [
         .executable(name: "fathomd", targets: ["fathomd"]),
         .executable(name: "fathom-perf", targets: ["fathom-perf"]),
+        .executable(name: "fathomctl", targets: ["fathomctl"]),
         .library(name: "NVMeInitiator", targets: ["NVMeInitiator"]),
     ],
     dependencies: [
@@ -39,14 +40,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: engine),
+        .target(name: "FathomControl", dependencies: ["FathomConfig", "FathomReactor", "FathomTarget", "NVMeWire"], swiftSettings: swift5),
         .target(name: "NVMeInitiator", dependencies: ["NVMeWire", "CNVMeTypes"], swiftSettings: swift5),
         .executableTarget(
             name: "fathomd",
             dependencies: [
-                "FathomReactor", "FathomConfig",
+                "FathomReactor", "FathomConfig", "FathomControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swift5),
+        .executableTarget(
+            name: "fathomctl",
+            dependencies: ["FathomControl", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swift5),
         .executableTarget(
             name: "fathom-perf",
@@ -63,6 +69,10 @@ let package = Package(
         .testTarget(
             name: "FathomReactorTests",
             dependencies: ["FathomReactor", "FathomConfig", "FathomStorage", "CLiburing", "NVMeInitiator", "NVMeWire", "CNVMeTypes"],
+            swiftSettings: swift5),
+        .testTarget(
+            name: "FathomControlTests",
+            dependencies: ["FathomControl", "FathomConfig", "FathomReactor", "NVMeInitiator", "NVMeWire"],
             swiftSettings: swift5),
         .testTarget(name: "NVMeInitiatorTests", dependencies: ["NVMeInitiator", "NVMeWire"], swiftSettings: swift5),
     ]

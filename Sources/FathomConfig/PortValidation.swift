@@ -16,7 +16,7 @@ extension TargetConfig {
             switch name {
             case "inline_data_size":
                 // nvmet's default is 16 KiB; more than an MDTS's worth buys nothing.
-                guard let v = value.int, v >= 0, v <= 131_072 else { throw ConfigError(pkey, value.description, "must be a byte count from 0 to 131072") }
+                guard let v = value.int, v >= 0, v <= 524_288 else { throw ConfigError(pkey, value.description, "must be a byte count from 0 to 524288 (the largest transfer)") }
                 l.inlineDataSize = v
             case "max_queue_size":
                 guard let v = value.int, v >= 16, v <= 1024 else { throw ConfigError(pkey, value.description, "must be from 16 to 1024 entries") }

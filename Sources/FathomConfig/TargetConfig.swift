@@ -27,6 +27,14 @@ public struct TargetConfig: Sendable, Equatable {
         public var address: String
         public var port: UInt16
         public var isIPv6: Bool
+
+        public init(name: String, portID: UInt16, address: String, port: UInt16, isIPv6: Bool) {
+            self.name = name
+            self.portID = portID
+            self.address = address
+            self.port = port
+            self.isIPv6 = isIPv6
+        }
     }
 
     public struct SubsystemSpec: Sendable, Equatable {

@@ -100,6 +100,7 @@ extension FathomServer {
             for c in ended {
                 notes.append("controller \(c.id) of \(c.hostNQN) on \(c.subsystem.nqn) disconnected: the new configuration no longer admits it")
             }
+            if !ended.isEmpty { closeEndedControllers() }
             installListeners(listeners)
             state.listeners = listeners.map(\.0)
             state.config = new

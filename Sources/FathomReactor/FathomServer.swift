@@ -55,6 +55,11 @@ public final class FathomServer {
     /// TCP ports actually bound, in configuration order (useful when the config said 0).
     public var boundPorts: [UInt16] { control.withLock { $0.listeners.map(\.boundPort) } }
 
+    /// Every reactor closes the connections of ended controllers (see `apply`).
+    func closeEndedControllers() {
+        for r in reactors { r.post { r.closeEndedControllers() } }
+    }
+
     /// Installs the listening sockets on the accepting reactor.
     func installListeners(_ list: [(Listener, Port)]) {
         let r = reactors[0]

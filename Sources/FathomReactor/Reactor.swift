@@ -260,6 +260,14 @@ final class Reactor {
         freeIndices.append(c.index)
     }
 
+    /// Closes the connections of controllers that were ended (by a configuration change)
+    /// now rather than at the next tick, so a denied host loses access at once.
+    func closeEndedControllers() {
+        for case let c? in connections where c.state != .closing {
+            if let ctrl = c.controller, ctrl.isDead { c.close("controller \(ctrl.id) was ended by a configuration change") }
+        }
+    }
+
     // MARK: Tick
 
     private func tick() {

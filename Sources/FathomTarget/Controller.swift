@@ -145,6 +145,12 @@ public final class Controller {
         }
     }
 
+    /// I/O counters for operators (fathomctl connections).
+    public var ioCounters: (readCommands: UInt64, writeCommands: UInt64, bytesRead: UInt64, bytesWritten: UInt64) {
+        (readCommands.load(ordering: .relaxed), writeCommands.load(ordering: .relaxed),
+         bytesRead.load(ordering: .relaxed), bytesWritten.load(ordering: .relaxed))
+    }
+
     /// SMART counters as of now.
     func healthCounters() -> HealthCounters {
         var c = counters.withLock { $0 }

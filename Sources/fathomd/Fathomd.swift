@@ -1,5 +1,6 @@
 import ArgumentParser
 import FathomConfig
+import FathomControl
 import FathomReactor
 import FathomStorage
 import FathomTarget
@@ -16,8 +17,9 @@ struct Fathomd: ParsableCommand {
         discussion: """
             Run with --config FILE (the JSON that `nvmetcli save` writes) or with --demo, which exports a \
             sparse 1 GiB image on 127.0.0.1:4420 as \(TargetConfig.demoNQN).
-            SIGHUP re-reads the configuration file and applies namespace changes (add, remove, resize) \
-            without disconnecting hosts. SIGINT or SIGTERM stops the daemon cleanly.
+            fathomctl changes the running target through the control socket (--control-socket). \
+            SIGHUP re-reads the configuration file and applies only the difference: hosts the new \
+            configuration still admits keep their connections. SIGINT or SIGTERM stops the daemon cleanly.
             """)
 
     @Option(name: .long, help: "nvmetcli JSON configuration file.")
@@ -53,6 +55,9 @@ struct Fathomd: ParsableCommand {
     @Option(name: .long, help: "Directory for state that survives restarts (reservations with PTPL).")
     var stateDir = "/var/lib/fathom"
 
+    @Option(name: .long, help: "Control socket for fathomctl (owner-only; default: $FATHOM_SOCKET, /run/fathom/fathomd.sock as root, else $XDG_RUNTIME_DIR/fathomd.sock or /tmp/fathomd-UID.sock). \"none\" disables it.")
+    var controlSocket: String = ControlSocketPath.default
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -79,9 +84,11 @@ struct Fathomd: ParsableCommand {
         let logger = Logger(label: "fathomd")
 
         let targetConfig: TargetConfig
+        let document: NvmetcliConfig
         if let path = config {
             do {
-                targetConfig = try TargetConfig.load(path: path)
+                document = try TargetConfig.loadRaw(path: path)
+                targetConfig = try TargetConfig.validate(document)
             } catch {
                 fail("\(path): \(error)")
             }
@@ -93,6 +100,7 @@ struct Fathomd: ParsableCommand {
             } catch {
                 fail("demo image: \(error)")
             }
+            document = TargetConfig.demoDocument(imagePath: demoImage, address: String(parts[0]), port: port)
             targetConfig = TargetConfig.demo(imagePath: demoImage, address: String(parts[0]), port: port)
         }
 
@@ -126,6 +134,19 @@ struct Fathomd: ParsableCommand {
         } catch {
             fail("\(error)")
         }
+        let service = ControlService(server: server, document: document, configPath: config)
+        var controlServer: ControlServer? = nil
+        if controlSocket != "none" {
+            do {
+                let c = try ControlServer(path: controlSocket, handler: service.handle)
+                try c.start()
+                controlServer = c
+                logger.info("control socket ready", metadata: ["path": "\(controlSocket)"])
+            } catch {
+                server.stop()
+                fail("\(error)")
+            }
+        }
         SystemdNotify.send("READY=1\nSTATUS=serving \(targetConfig.subsystems.count) subsystem(s) on \(server.boundPorts.map(String.init).joined(separator: ","))")
         if demo {
             let parts = demoListen.split(separator: ":")
@@ -143,7 +164,7 @@ struct Fathomd: ParsableCommand {
             SystemdNotify.send("RELOADING=1")
             defer { SystemdNotify.send("READY=1") }
             do {
-                let notes = try server.reload(TargetConfig.load(path: path))
+                let notes = try service.reload(path: path)
                 if notes.isEmpty { logger.notice("reload: no changes") }
             } catch {
                 logger.error("reload failed, the running configuration is unchanged: \(error)")
@@ -151,6 +172,7 @@ struct Fathomd: ParsableCommand {
         }
         logger.notice("signal \(received) received, stopping")
         SystemdNotify.send("STOPPING=1")
+        controlServer?.stop()
         server.stop()
         logger.notice("stopped")
     }

@@ -34,6 +34,73 @@ final class NvmetcliConfigTests: XCTestCase {
         XCTAssertEqual(c.subsystems[0].namespaces[0].path, "/srv/ds.img")
     }
 
+    func testKernelAttributesAreHonoured() throws {
+        let c = try TargetConfig.parse(json: Array(saved.utf8))
+        XCTAssertEqual(c.listeners[0].inlineDataSize, 16384)
+        XCTAssertEqual(c.subsystems[0].firmware, "6.1")
+        XCTAssertEqual(c.subsystems[0].version, 0x0001_0300)
+        XCTAssertEqual(c.subsystems[0].controllerIDs, 1...65519)
+        XCTAssertEqual(c.subsystems[0].maxIOQueues, 128)
+    }
+
+    func testReferralsDiscoveryNQNAndPortParameters() throws {
+        let json = """
+        {"discovery_nqn": "nqn.2026-11.io.fathom:discovery-a",
+         "ports": [{"addr": {"adrfam": "ipv6", "traddr": "::1", "trsvcid": "8009", "trtype": "tcp"}, "portid": 9,
+                    "param": {"max_queue_size": "256", "inline_data_size": "8192"},
+                    "referrals": [{"addr": {"adrfam": "ipv4", "portid": "4", "traddr": "192.0.2.7", "treq": "not specified", "trsvcid": "8009",
+                                            "trtype": "tcp"}, "name": "rack2"}]}],
+         "subsystems": [{"nqn": "nqn.2026-11.io.fathom:x", "attr": {"cntlid_min": "10", "cntlid_max": "20", "qid_max": "4", "version": "1.2"}}]}
+        """
+        let c = try TargetConfig.parse(json: Array(json.utf8))
+        XCTAssertEqual(c.discoveryNQN, "nqn.2026-11.io.fathom:discovery-a")
+        XCTAssertTrue(c.listeners[0].isIPv6)
+        XCTAssertEqual(c.listeners[0].subsystems, [], "a port without subsystems serves discovery only")
+        XCTAssertEqual(c.listeners[0].maxQueueSize, 256)
+        XCTAssertEqual(c.listeners[0].inlineDataSize, 8192)
+        XCTAssertEqual(c.listeners[0].referrals, [.init(name: "rack2", portID: 4, address: "192.0.2.7", port: 8009, isIPv6: false)])
+        XCTAssertEqual(c.subsystems[0].controllerIDs, 10...20)
+        XCTAssertEqual(c.subsystems[0].maxIOQueues, 4)
+        XCTAssertEqual(c.subsystems[0].version, 0x0001_0200)
+    }
+
+    func testBadAttributesAreAllReported() {
+        let json = """
+        {"discovery_nqn": "bogus",
+         "ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "4420", "trtype": "tcp", "treq": "required"}, "portid": 1,
+                    "param": {"max_queue_size": "4"}, "ana_groups": [{"grpid": 2, "ana": {"state": "inaccessible"}}]},
+                   {"addr": {"traddr": "127.0.0.1", "trsvcid": "4421", "trtype": "tcp"}, "portid": 2,
+                    "referrals": [{"name": "r", "addr": {"traddr": "nowhere", "trtype": "tcp"}}]}],
+         "subsystems": [{"nqn": "nqn.2026-11.io.fathom:x", "attr": {"cntlid_min": "30", "cntlid_max": "20", "version": "2.0"}}]}
+        """
+        XCTAssertThrowsError(try TargetConfig.parse(json: Array(json.utf8))) { e in
+            let all = ([e as! ConfigError] + (e as! ConfigError).others).map(\.key)
+            XCTAssertEqual(Set(all), ["subsystems[0].attr.version", "ports[0].addr.treq", "ports[1].referrals[0].addr.traddr",
+                                      "discovery_nqn"], "\(e)")
+        }
+        // Each of these alone (the first error per object stops that object's checks).
+        for (attr, key) in [(#""cntlid_min": "30", "cntlid_max": "20""#, "subsystems[0].attr.cntlid_min"),
+                            (#""qid_max": "0""#, "subsystems[0].attr.qid_max"), (#""pi_enable": "1""#, "subsystems[0].attr.pi_enable")] {
+            let doc = """
+            {"ports": [{"addr": {"traddr": "127.0.0.1", "trtype": "tcp"}, "portid": 1, "param": {"max_queue_size": "4"}}],
+             "subsystems": [{"nqn": "nqn.2026-11.io.fathom:x", "attr": {\(attr)}}]}
+            """
+            XCTAssertThrowsError(try TargetConfig.parse(json: Array(doc.utf8))) { e in
+                let keys = ([e as! ConfigError] + (e as! ConfigError).others).map(\.key)
+                XCTAssertEqual(Set(keys), [key, "ports[0].param.max_queue_size"])
+            }
+        }
+    }
+
+    /// What `save` writes loads back to the same configuration.
+    func testEncodedDocumentRoundTrips() throws {
+        let raw = try NvmetcliConfig.decode(Array(saved.utf8))
+        let again = try NvmetcliConfig.decode(raw.encoded())
+        XCTAssertEqual(again, raw)
+        XCTAssertEqual(try TargetConfig.validate(again), try TargetConfig.validate(raw))
+        XCTAssertEqual(TargetConfig.demo(imagePath: "/tmp/x").subsystems[0].serial, "fathom-demo")
+    }
+
     func testDefaultsAreStableAcrossLoads() throws {
         let json = """
         {"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": 4420, "trtype": "tcp"}, "portid": "2", "subsystems": ["nqn.2026-11.io.fathom:x"]}],
