@@ -10,5 +10,6 @@ swift build --build-tests
 swift test --skip-build
 if [[ ${FATHOM_SKIP_E2E:-0} != 1 ]]; then
     swift build -c release --product fathomd
+    swift build -c release --product fathomctl
     bash scripts/e2e/kernel-e2e.sh --fathomd .build/release/fathomd
 fi

@@ -15,9 +15,11 @@ final class DaemonProcessTests: XCTestCase {
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]
     }
 
-    func runToEnd(_ args: [String]) throws -> (Int32, String) {
+    var fathomctl: URL { fathomd.deletingLastPathComponent().appendingPathComponent("fathomctl") }
+
+    func runToEnd(_ args: [String], executable: URL? = nil) throws -> (Int32, String) {
         let p = Process()
-        p.executableURL = fathomd
+        p.executableURL = executable ?? fathomd
         p.arguments = args
         let err = Pipe()
         p.standardError = err
@@ -80,7 +82,9 @@ final class DaemonProcessTests: XCTestCase {
         defer { unlink(image) }
         let p = Process()
         p.executableURL = fathomd
-        p.arguments = ["--demo", "--demo-image", image, "--demo-size-mib", "16", "--demo-listen", "127.0.0.1:0", "--log-level", "warning"]
+        let control = "/tmp/fathomd-ctl-\(getpid()).sock"
+        p.arguments = ["--demo", "--demo-image", image, "--demo-size-mib", "16", "--demo-listen", "127.0.0.1:0", "--log-level", "warning",
+                       "--control-socket", control]
         var env = ProcessInfo.processInfo.environment
         env["NOTIFY_SOCKET"] = path
         p.environment = env
@@ -89,12 +93,27 @@ final class DaemonProcessTests: XCTestCase {
         let n = recv(fd, &buffer, buffer.count, 0)
         XCTAssertGreaterThan(n, 0, "READY=1 within 20 s")
         XCTAssertTrue(String(decoding: buffer.prefix(max(n, 0)), as: UTF8.self).hasPrefix("READY=1"))
+        // fathomctl against the running daemon (global options before or after the subcommand).
+        var (status, text) = try runToEnd(["--socket", control, "status"], executable: fathomctl)
+        XCTAssertEqual(status, 0, text)
+        XCTAssertTrue(text.contains("subsystems:  1, namespaces: 1"), text)
+        (status, text) = try runToEnd(["subsystem", "list", "--json", "--socket", control], executable: fathomctl)
+        XCTAssertEqual(status, 0, text)
+        XCTAssertTrue(text.contains("\"nqn\" : \"nqn.2026-11.io.fathom:demo\""), text)
+        (status, text) = try runToEnd(["--socket", control, "save"], executable: fathomctl)
+        XCTAssertEqual(status, 1)
+        XCTAssertTrue(text.contains("give save a --file"), text)
+        // A second daemon on the same control socket is refused with a clear message.
+        (status, text) = try runToEnd(["--demo", "--demo-image", image, "--demo-listen", "127.0.0.1:0", "--control-socket", control])
+        XCTAssertEqual(status, 1)
+        XCTAssertTrue(text.contains("another fathomd already serves the control socket"), text)
         kill(p.processIdentifier, SIGHUP)  // the demo has nothing to reload: must not die
         usleep(200_000)
         XCTAssertTrue(p.isRunning)
         kill(p.processIdentifier, SIGTERM)
         p.waitUntilExit()
         XCTAssertEqual(p.terminationStatus, 0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: control), "the control socket is removed at exit")
         let stopping = recv(fd, &buffer, buffer.count, 0)
         XCTAssertTrue(String(decoding: buffer.prefix(max(stopping, 0)), as: UTF8.self).contains("STOPPING=1"))
     }

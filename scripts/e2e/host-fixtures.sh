@@ -52,10 +52,11 @@ detach_loop() {
 }
 
 # $1 output, $2 port, $3 e2e subsystem NQN, $4 ns1 file, $5 ns2 device ("" = none),
-# $6 dataset NQN, $7 dataset image. "readonly" is Fathom's own namespace key.
+# $6 dataset NQN, $7 dataset image, $8 discovery-only port ("" = none).
+# "readonly" is Fathom's own namespace key.
 write_config() {
-    local out=$1 port=$2 nqn=$3 ns1=$4 ns2=$5 dsnqn=$6 dsimg=$7
-    jq -n --arg port "$port" --arg nqn "$nqn" --arg ns1 "$ns1" --arg ns2 "$ns2" \
+    local out=$1 port=$2 nqn=$3 ns1=$4 ns2=$5 dsnqn=$6 dsimg=$7 dport=${8:-}
+    jq -n --arg port "$port" --arg nqn "$nqn" --arg ns1 "$ns1" --arg ns2 "$ns2" --arg dport "$dport" \
           --arg dsnqn "$dsnqn" --arg dsimg "$dsimg" \
           --arg u1 "$(new_uuid)" --arg g1 "$(new_nguid)" \
           --arg u2 "$(new_uuid)" --arg g2 "$(new_nguid)" \
@@ -64,8 +65,13 @@ write_config() {
       def subsys($nqn; $serial; $nss): {allowed_hosts: [], nqn: $nqn, namespaces: $nss,
           attr: {allow_any_host: "1", model: "Fathom", serial: $serial}};
       {hosts: [],
-       ports: [{addr: {adrfam: "ipv4", traddr: "127.0.0.1", treq: "not specified", trsvcid: $port, trtype: "tcp"},
-                portid: 1, referrals: [], subsystems: [$nqn, $dsnqn]}],
+       ports: ([{addr: {adrfam: "ipv4", traddr: "127.0.0.1", treq: "not specified", trsvcid: $port, trtype: "tcp"},
+                 portid: 1, referrals: [], subsystems: [$nqn, $dsnqn]}]
+               + (if $dport == "" then [] else
+                  [{addr: {adrfam: "ipv4", traddr: "127.0.0.1", treq: "not specified", trsvcid: $dport, trtype: "tcp"},
+                    portid: 2, subsystems: [],
+                    referrals: [{name: "peer", addr: {adrfam: "ipv4", traddr: "192.0.2.9", trsvcid: "8009", trtype: "tcp", portid: "5"}}]}]
+                  end)),
        subsystems: [
          subsys($nqn; "fathom-e2e-0001";
                 [ns(1; $ns1; $u1; $g1)] + (if $ns2 == "" then [] else [ns(2; $ns2; $u2; $g2)] end)),

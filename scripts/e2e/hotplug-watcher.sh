@@ -8,10 +8,14 @@
 #                  i.e. the RESULT file this script polls), op = add|resize|remove
 #   host  -> guest: ACK_DIR/<op> = "ok <detail>" or "error <detail>", served by
 #                  busybox httpd on 127.0.0.1:ACK_PORT (guest: wget 10.0.2.2:ACK_PORT/<op>)
-# Actions (each followed by SIGHUP = "reload the config" to fathomd):
-#   add     append nsid 3 (NS3_FILE, a new 32 MiB sparse file) to SUBNQN
-#   resize  grow NS1_FILE by 64 MiB (config unchanged)
-#   remove  drop nsid 3 from SUBNQN
+# Actions:
+#   add     fathomctl namespace add: nsid 3 (NS3_FILE, a new 32 MiB sparse file) in
+#           SUBNQN, then fathomctl save (so the SIGHUP below keeps it)
+#   resize  grow NS1_FILE by 64 MiB, then SIGHUP (config reload picks up the size)
+#   remove  fathomctl namespace remove nsid 3, then fathomctl save
+#   acl-create | acl-allow HOST | acl-deny HOST | acl-remove   (see guest-acl.sh)
+# fathomctl talks to $E2E_CONTROL_SOCKET; without $E2E_FATHOMCTL the old way is used
+# (edit the config, SIGHUP).
 # The ack only says the host did its part; whether the guest saw the change
 # without reconnecting is what the guest checks.
 set -euo pipefail
@@ -94,14 +98,51 @@ crash() {
     ack crash "error fathomd did not come back within 15 s"
 }
 
-handle() {  # $1 op
-    local op=$1
+# fathomctl with the daemon's socket; ack "ok <its output>" or "error <its output>".
+ctl() {  # $1 op (for the ack), rest: fathomctl arguments
+    local op=$1 out; shift
+    if out=$("$E2E_FATHOMCTL" --socket "$E2E_CONTROL_SOCKET" "$@" 2>&1); then
+        log "$op: fathomctl $* -> $(echo "$out" | tr '\n' ';')"
+        return 0
+    fi
+    ack "$op" "error fathomctl $*: $(echo "$out" | tr '\n' ';' | cut -c1-300)"
+    return 1
+}
+ACL_NQN=${E2E_ACL_NQN:-nqn.2026-11.io.fathom:e2e-acl}
+ACL_OTHER_HOST=nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000000aa
+
+handle() {  # $1 op, $2 argument (a host NQN for acl-allow/acl-deny)
+    local op=$1 arg=${2:-}
     DPID=$(current_pid)
     if ! kill -0 "$DPID" 2>/dev/null; then ack "$op" "error fathomd (pid $DPID) is not running"; return; fi
     if [[ $op == crash ]]; then crash "$DPID"; return; fi
     if ! sighup_handled; then
         ack "$op" "error fathomd (pid $DPID) neither catches, ignores nor blocks SIGHUP, so SIGHUP would kill it (no config reload?); nothing changed, no signal sent"
         return
+    fi
+    if [[ -n ${E2E_FATHOMCTL:-} ]]; then
+        case $op in
+            add)
+                truncate -s 32M "$NS3"
+                ctl add namespace add --subsystem "$SUBNQN" --nsid 3 --path "$NS3" && ctl add save &&
+                    ack add "ok fathomctl namespace add --nsid 3 --path $NS3; fathomctl save"
+                return ;;
+            remove)
+                ctl remove namespace remove --subsystem "$SUBNQN" --nsid 3 && ctl remove save &&
+                    ack remove "ok fathomctl namespace remove --nsid 3; fathomctl save"
+                return ;;
+            acl-create)
+                ctl "$op" subsystem add "$ACL_NQN" --allowed-host "$ACL_OTHER_HOST" --port 1 &&
+                    ctl "$op" namespace add --subsystem "$ACL_NQN" --nsid 1 --null 64M &&
+                    ack "$op" "ok fathomctl subsystem add $ACL_NQN (allowed: $ACL_OTHER_HOST) + null namespace"
+                return ;;
+            acl-allow | acl-deny)
+                ctl "$op" host "${op#acl-}" --subsystem "$ACL_NQN" "$arg" && ack "$op" "ok fathomctl host ${op#acl-} $arg"
+                return ;;
+            acl-remove)
+                ctl "$op" subsystem remove "$ACL_NQN" && ack "$op" "ok fathomctl subsystem remove $ACL_NQN"
+                return ;;
+        esac
     fi
     case $op in
         add)
@@ -131,7 +172,7 @@ while kill -0 "$PARENT" 2>/dev/null; do
         while IFS= read -r line; do
             line=${line%$'\r'}
             case $line in
-                HOTPLUG_REQUEST\ *) op=${line#HOTPLUG_REQUEST }; log "request: $op"; handle "${op%% *}" ;;
+                HOTPLUG_REQUEST\ *) op=${line#HOTPLUG_REQUEST }; log "request: $op"; read -r -a words <<< "$op"; handle "${words[@]}" ;;
             esac
         done < <(sed -n "$((done_lines + 1)),${lines}p" "$RESULT")
         done_lines=$lines

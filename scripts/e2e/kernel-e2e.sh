@@ -8,10 +8,11 @@
 #   3. creates the backing stores (host-fixtures.sh) and an nvmetcli JSON config:
 #      subsystem e2e: nsid 1 = 256 MiB sparse file, nsid 2 = 64 MiB loop device;
 #      subsystem dataset: nsid 1 = read-only ext4 image of generated files
-#   4. starts `fathomd --config CONFIG` on a free 127.0.0.1 port
+#   4. starts `fathomd --config CONFIG --control-socket SOCK` on a free 127.0.0.1 port
 #   5. boots the guest with guest-tests.sh (guest sees the host as 10.0.2.2),
-#      plus guest-dataset.sh, guest-io-cmds.sh, guest-hotplug.sh; meanwhile
-#      hotplug-watcher.sh serves the guest's hot-plug requests (config edit+SIGHUP)
+#      plus guest-dataset.sh, guest-io-cmds.sh, guest-hotplug.sh, guest-acl.sh;
+#      meanwhile hotplug-watcher.sh serves the guest's requests (fathomctl for
+#      namespace add/remove and host allow/deny, config edit + SIGHUP for resize)
 #   6. SIGTERMs fathomd, which must exit 0 within 10 s; detaches the loop device
 # Exit status is non-zero if any step or guest check failed.
 #
@@ -24,7 +25,7 @@
 # Logs of the last run: <repo>/.build-e2e/last-run/ (console, fathomd, results).
 # Env: E2E_OUT (artifact dir), E2E_TIMEOUT (guest timeout, s), FIO_* (sizes),
 #      E2E_EXTRA_TESTS (guest test functions after the core sessions, default
-#      "test_dataset test_io_cmds test_hotplug"), E2E_SKIP_CORE=1 (skip the
+#      "test_dataset test_io_cmds test_hotplug test_acl test_crash"), E2E_SKIP_CORE=1 (skip the
 #      plain/digest fio sessions), IO_CMDS, HOTPLUG_TIMEOUT (see guest files).
 set -euo pipefail
 
@@ -50,6 +51,11 @@ log() { echo "[kernel-e2e] $*" >&2; }
 T_START=$SECONDS
 if [[ $MODE == fathom && ! -x $FATHOMD ]]; then   # fail fast, before any setup
     log "fathomd not found or not executable: $FATHOMD (build it, or pass --fathomd)"; exit 1
+fi
+# fathomctl is built beside fathomd; the live-control checks need it.
+FATHOMCTL=${FATHOMCTL:-$(dirname "$FATHOMD")/fathomctl}
+if [[ $MODE == fathom && ! -x $FATHOMCTL ]]; then
+    log "fathomctl not found or not executable: $FATHOMCTL (swift build -c release builds both)"; exit 1
 fi
 
 export PATH=$PATH:/usr/sbin:/sbin   # depmod, ldconfig, nvme live in sbin
@@ -159,7 +165,8 @@ guest_vars() {
 # The guest test files: checks as functions first, guest-tests.sh (helpers,
 # core sessions, then "$EXTRA_TESTS") last.
 guest_files() {
-    cat "$HERE/guest-dataset.sh" "$HERE/guest-io-cmds.sh" "$HERE/guest-hotplug.sh" "$HERE/guest-crash.sh" "$HERE/guest-tests.sh"
+    cat "$HERE/guest-dataset.sh" "$HERE/guest-io-cmds.sh" "$HERE/guest-hotplug.sh" "$HERE/guest-acl.sh" "$HERE/guest-crash.sh" \
+        "$HERE/guest-tests.sh"
 }
 
 GUEST_RC=0 DAEMON_RC=0 TARGET_RC=0 HOST_RC=0
@@ -194,7 +201,8 @@ else
     fi
     PORT=$(free_port) || { log "no free port"; exit 1; }
     CONFIG=$TMP/config.json
-    write_config "$CONFIG" "$PORT" "$SUBNQN" "$TMP/ns1.img" "$LOOP_DEV" "$DATASET_NQN" "$TMP/dataset.img"
+    DISCOVERY_PORT=$(free_port) || { log "no free port"; exit 1; }
+    write_config "$CONFIG" "$PORT" "$SUBNQN" "$TMP/ns1.img" "$LOOP_DEV" "$DATASET_NQN" "$TMP/dataset.img" "$DISCOVERY_PORT"
     cp "$CONFIG" "$RUN_DIR/config.json"
 
     # --- 4. start fathomd ----------------------------------------------------------
@@ -204,11 +212,11 @@ else
     # a killed fathomd is started again with the same configuration, as systemd's
     # Restart=on-failure would; otherwise the supervisor ends with fathomd's exit status.
     # DAEMON_PID is the supervisor; the running fathomd's pid is in $PIDFILE.
-    PIDFILE=$TMP/fathomd.pid RESTART_MARKER=$TMP/restart-request
+    PIDFILE=$TMP/fathomd.pid RESTART_MARKER=$TMP/restart-request CONTROL_SOCKET=$TMP/control.sock
     supervise() {
         local rc
         while :; do
-            "$FATHOMD" --config "$CONFIG" >> "$DAEMON_LOG" 2>&1 </dev/null &
+            "$FATHOMD" --config "$CONFIG" --control-socket "$CONTROL_SOCKET" >> "$DAEMON_LOG" 2>&1 </dev/null &
             echo $! > "$PIDFILE"
             rc=0; wait $! || rc=$?
             if [[ -f $RESTART_MARKER ]]; then
@@ -232,14 +240,16 @@ else
     # --- 5. guest --------------------------------------------------------------------
     ACK_PORT=$(free_port) || { log "no free port"; exit 1; }
     {
-        printf 'TARGET_PORT=%s\nSUBNQN=%s\nDATASET_NQN=%s\nACK_PORT=%s\n' "$PORT" "$SUBNQN" "$DATASET_NQN" "$ACK_PORT"
-        guest_vars "test_dataset test_io_cmds test_hotplug test_crash"
+        printf 'TARGET_PORT=%s\nSUBNQN=%s\nDATASET_NQN=%s\nACK_PORT=%s\nDISCOVERY_PORT=%s\n' \
+            "$PORT" "$SUBNQN" "$DATASET_NQN" "$ACK_PORT" "$DISCOVERY_PORT"
+        guest_vars "test_dataset test_io_cmds test_hotplug test_acl test_crash"
         # Expected dataset sums, as a file in the guest (names are ours: no quoting issues).
         echo "cat > /tmp/dataset.sha256 <<'DATASET_SUMS'"; cat "$TMP/dataset.sha256"; echo DATASET_SUMS
         guest_files
     } > "$GUEST_SCRIPT"
     # Hot-plug requests from the guest arrive on the result channel while it runs.
     E2E_PIDFILE=$PIDFILE E2E_RESTART_MARKER=$RESTART_MARKER E2E_TARGET_PORT=$PORT \
+    E2E_FATHOMCTL=$FATHOMCTL E2E_CONTROL_SOCKET=$CONTROL_SOCKET \
     bash "$HERE/hotplug-watcher.sh" "$RESULT" "$CONFIG" "$DAEMON_PID" "$TMP/hotplug-ack" "$ACK_PORT" \
         "$SUBNQN" "$TMP/ns1.img" "$TMP/ns3.img" "$DAEMON_LOG" 2> >(tee "$RUN_DIR/hotplug.log" >&2) &
     WATCHER_PID=$!
