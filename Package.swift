@@ -29,6 +29,7 @@ let package = Package(
         .systemLibrary(name: "CLiburing", path: "Sources/CLiburing"),
         .systemLibrary(name: "CISAL", path: "Sources/CISAL"),
         .systemLibrary(name: "CNVMeTypes", path: "Sources/CNVMeTypes"),
+        .systemLibrary(name: "CCrypto", path: "Sources/CCrypto"),
         .target(name: "NVMeWire", dependencies: ["CISAL", "CNVMeTypes"], swiftSettings: swift5),
         .target(name: "FathomTarget", dependencies: ["NVMeWire", "CNVMeTypes"], swiftSettings: engine),
         .target(name: "FathomStorage", dependencies: ["NVMeWire", "CLiburing"], swiftSettings: swift5),
@@ -40,7 +41,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: engine),
-        .target(name: "FathomControl", dependencies: ["FathomConfig", "FathomReactor", "FathomTarget", "NVMeWire"], swiftSettings: swift5),
+        .target(name: "FathomDataset", dependencies: ["CCrypto"], swiftSettings: swift5),
+        .target(name: "FathomControl", dependencies: ["FathomConfig", "FathomDataset", "FathomReactor", "FathomTarget", "NVMeWire"],
+                swiftSettings: swift5),
         .target(name: "NVMeInitiator", dependencies: ["NVMeWire", "CNVMeTypes"], swiftSettings: swift5),
         .executableTarget(
             name: "fathomd",
@@ -52,7 +55,7 @@ let package = Package(
             swiftSettings: swift5),
         .executableTarget(
             name: "fathomctl",
-            dependencies: ["FathomControl", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["FathomControl", "FathomDataset", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swift5),
         .executableTarget(
             name: "fathom-perf",
@@ -74,6 +77,7 @@ let package = Package(
             name: "FathomControlTests",
             dependencies: ["FathomControl", "FathomConfig", "FathomReactor", "NVMeInitiator", "NVMeWire"],
             swiftSettings: swift5),
+        .testTarget(name: "FathomDatasetTests", dependencies: ["FathomDataset"], swiftSettings: swift5),
         .testTarget(name: "NVMeInitiatorTests", dependencies: ["NVMeInitiator", "NVMeWire"], swiftSettings: swift5),
     ]
 )

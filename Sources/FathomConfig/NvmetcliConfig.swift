@@ -69,6 +69,10 @@ public struct NvmetcliConfig: Codable, Sendable, Equatable {
     public struct ANAGroupEntry: Codable, Sendable, Equatable {
         public var grpid: FlexibleValue
         public var ana: [String: FlexibleValue]?
+        public init(grpid: FlexibleValue, ana: [String: FlexibleValue]?) {
+            self.grpid = grpid
+            self.ana = ana
+        }
     }
 
     public struct SubsystemEntry: Codable, Sendable, Equatable {
@@ -90,6 +94,8 @@ public struct NvmetcliConfig: Codable, Sendable, Equatable {
         public var enable: FlexibleValue?
         public var device: Device
         public var ana_grpid: FlexibleValue?
+        /// nvmet's namespace `buffered_io` ("1": page cache, "0": O_DIRECT).
+        public var buffered_io: FlexibleValue?
         /// Fathom: export write-protected (hosts see a read-only block device).
         public var readonly: FlexibleValue?
         /// Fathom: only these hosts see the namespace (per-namespace masking, as SPDK's
@@ -109,6 +115,8 @@ public struct NvmetcliConfig: Codable, Sendable, Equatable {
             public var path: String?
             public var uuid: String?
             public var nguid: String?
+            /// IEEE EUI-64, 16 hex digits.
+            public var eui64: String?
             /// Fathom: "1" to open with O_DIRECT (default: buffered for files, direct for devices).
             public var direct_io: FlexibleValue?
             /// Fathom: logical block size of a file-backed namespace, 512 or 4096.

@@ -28,10 +28,16 @@ extension TargetConfig {
             }
         }
         for (j, g) in (p.ana_groups ?? []).enumerated() {
-            let state = g.ana?["state"]?.text ?? "optimized"
-            guard g.grpid.int == 1, state == "optimized" else {
-                throw ConfigError("\(key).ana_groups[\(j)]", "grpid \(g.grpid.text), state \(state)",
-                                  "is not supported: Fathom has one ANA group (1, optimized) per port")
+            guard let id = g.grpid.int, id >= 1, id <= Int(ANALog.maxGroups) else {
+                throw ConfigError("\(key).ana_groups[\(j)].grpid", g.grpid.description, "must be from 1 to 128")
+            }
+            let name = g.ana?["state"]?.text ?? "optimized"
+            guard let state = ANAState(name: name) else {
+                throw ConfigError("\(key).ana_groups[\(j)].ana.state", "\"\(name)\"",
+                                  "must be one of \(ANAState.allCases.map(\.name).joined(separator: ", "))")
+            }
+            guard l.anaGroups.updateValue(state, forKey: UInt32(id)) == nil else {
+                throw ConfigError("\(key).ana_groups[\(j)].grpid", g.grpid.description, "is listed twice on this port")
             }
         }
         for (j, r) in (p.referrals ?? []).enumerated() {

@@ -14,6 +14,9 @@ public struct TargetConfig: Sendable, Equatable {
         /// Port `param.max_queue_size` (nil: 1024).
         public var maxQueueSize: Int? = nil
         public var referrals: [ReferralSpec] = []
+        /// ANA groups configured on this port and their states (group 1 is optimized unless
+        /// listed; unlisted groups are inaccessible through this port).
+        public var anaGroups: [UInt32: ANAState] = [:]
 
         /// Listeners on the same socket address are the same socket (reload keeps it open).
         public func sameEndpoint(as other: Listener) -> Bool {
@@ -67,6 +70,9 @@ public struct TargetConfig: Sendable, Equatable {
         public var readOnly: Bool
         public var directIO: Bool?
         public var blockSize: Int
+        /// ana_grpid (1 unless configured).
+        public var anaGroupID: UInt32 = 1
+        public var eui64: [UInt8]? = nil
     }
 
     public var listeners: [Listener]
@@ -176,8 +182,24 @@ extension TargetConfig {
                             }
                             seenIDs[id] = "\(nkey).device.\(field)"
                         }
-                        if let g = ns.ana_grpid, g.int != 1 {
-                            throw ConfigError("\(nkey).ana_grpid", g.description, "must be 1: Fathom has one ANA group (optimized) per port")
+                        var anaGroup: UInt32 = 1
+                        if let g = ns.ana_grpid {
+                            guard let v = g.int, v >= 1, v <= Int(ANALog.maxGroups) else {
+                                throw ConfigError("\(nkey).ana_grpid", g.description, "must be an ANA group from 1 to 128")
+                            }
+                            anaGroup = UInt32(v)
+                        }
+                        var eui64: [UInt8]? = nil
+                        if let e = ns.device.eui64, !e.isEmpty {
+                            let hex = e.filter { $0 != "-" && $0 != ":" }
+                            guard hex.count == 16, let v = UInt64(hex, radix: 16) else {
+                                throw ConfigError("\(nkey).device.eui64", "\"\(e)\"", "is not an EUI-64 (16 hex digits)")
+                            }
+                            eui64 = (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) }
+                            if let other = seenIDs[eui64!] {
+                                throw ConfigError("\(nkey).device.eui64", "\"\(e)\"", "is already the identifier of \(other); every namespace needs its own")
+                            }
+                            seenIDs[eui64!] = "\(nkey).device.eui64"
                         }
                         var readOnly = false
                         if let r = ns.readonly {
@@ -189,6 +211,13 @@ extension TargetConfig {
                             guard let b = d.bool else { throw ConfigError("\(nkey).device.direct_io", d.description, "must be 0 or 1") }
                             direct = b
                         }
+                        if let b = ns.buffered_io {
+                            guard let buffered = b.bool else { throw ConfigError("\(nkey).buffered_io", b.description, "must be 0 or 1") }
+                            if let direct, direct == buffered {
+                                throw ConfigError("\(nkey).buffered_io", b.description, "contradicts device.direct_io; give one of them")
+                            }
+                            direct = !buffered
+                        }
                         var blockSize = 512
                         if let b = ns.device.block_size {
                             guard let v = b.int, v == 512 || v == 4096 else { throw ConfigError("\(nkey).device.block_size", b.description, "must be 512 or 4096") }
@@ -198,6 +227,8 @@ extension TargetConfig {
                                                  readOnly: readOnly, directIO: direct, blockSize: blockSize)
                         spec.backend = backend
                         spec.size = size
+                        spec.anaGroupID = anaGroup
+                        spec.eui64 = eui64
                         if let hosts = ns.allowed_hosts {
                             for (h, host) in hosts.enumerated() where !NQN.isValid(host) {
                                 throw ConfigError("\(nkey).allowed_hosts[\(h)]", "\"\(host)\"", "is not a valid host NQN: it \(NQN.problem(host)!)")
@@ -229,6 +260,14 @@ extension TargetConfig {
                 listeners.append(l)
             } catch {
                 errors.append(error)
+            }
+        }
+        // A namespace's ANA group must exist on some port (group 1 always does).
+        let groups = Set(listeners.flatMap { $0.anaGroups.keys }).union([1])
+        for (i, s) in subsystems.enumerated() {
+            for ns in s.namespaces where !groups.contains(ns.anaGroupID) {
+                errors.append(ConfigError("subsystems[\(i)].namespaces[nsid \(ns.nsid)].ana_grpid", "\"\(ns.anaGroupID)\"",
+                                          "names an ANA group no port defines (add it under a port's ana_groups)"))
             }
         }
         var discoveryNQN: String? = nil

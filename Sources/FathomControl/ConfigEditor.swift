@@ -1,4 +1,5 @@
 import FathomConfig
+import FathomDataset
 import NVMeWire
 
 /// The control verbs as edits of the nvmetcli document. Each works on a copy; the service
@@ -49,6 +50,7 @@ public enum ConfigEditor {
         var entry = NvmetcliConfig.NamespaceEntry(nsid: FlexibleValue(String(nsid)), enable: FlexibleValue("1"), device: device)
         if r.readonly == true { entry.readonly = FlexibleValue("1") }
         if let hosts = r.hosts, !hosts.isEmpty { entry.allowed_hosts = hosts }
+        if let g = r.anaGroup { entry.ana_grpid = FlexibleValue(String(g)) }
         list.append(entry)
         doc.subsystems[s].namespaces = list
     }
@@ -113,6 +115,21 @@ public enum ConfigEditor {
         doc.ports.remove(at: i)
     }
 
+    /// Sets the state of an ANA group through a port (creating the group there): the way to
+    /// move hosts off a path before maintenance, or back.
+    public static func setANAState(_ doc: inout NvmetcliConfig, _ r: ControlRequest) throws(ControlError) {
+        let i = try portIndex(doc, try required(r.port, "--id (the port ID)"))
+        let group = try required(r.anaGroup, "--group")
+        let state = try required(r.state, "--state")
+        guard ANAState(name: state) != nil else {
+            throw ControlError("--state \(state) is not one of \(ANAState.allCases.map(\.name).joined(separator: ", "))")
+        }
+        var groups = doc.ports[i].ana_groups ?? []
+        let entry = NvmetcliConfig.ANAGroupEntry(grpid: FlexibleValue(String(group)), ana: ["state": FlexibleValue(state)])
+        if let j = groups.firstIndex(where: { $0.grpid.int == Int(group) }) { groups[j] = entry } else { groups.append(entry) }
+        doc.ports[i].ana_groups = groups
+    }
+
     public static func addReferral(_ doc: inout NvmetcliConfig, _ r: ControlRequest) throws(ControlError) {
         let i = try portIndex(doc, try required(r.port, "--port (the port whose discovery log lists it)"))
         let name = try required(r.name, "--name")
@@ -132,6 +149,49 @@ public enum ConfigEditor {
             throw ControlError("port \(r.port!) has no referral named \(name)")
         }
         doc.ports[i].referrals!.remove(at: j)
+    }
+
+    /// Publishes a dataset image read-only: creates the subsystem if needed (linked to the
+    /// given ports, else every port that serves subsystems; any host, unless hosts are
+    /// named), adds the named hosts, and adds the image with identifiers derived from its
+    /// digest. Publishing the same image again is a no-op.
+    public static func publishDataset(_ doc: inout NvmetcliConfig, _ r: ControlRequest) throws(ControlError) {
+        let nqn = try required(r.subsystem, "--subsystem")
+        let path = try required(r.path, "the image path")
+        guard let ids = DatasetManifest.identifiers(sha256: try required(r.sha256, "the image's SHA-256")) else {
+            throw ControlError("the SHA-256 is not 64 hex digits")
+        }
+        let nguid = UUIDText.format(ids.nguid, dashes: false)
+        for s in doc.subsystems {
+            for ns in s.namespaces ?? [] where ns.device.nguid.flatMap(UUIDText.parse) == ids.nguid {
+                if s.nqn == nqn { return }  // already published here: nothing to do
+                throw ControlError("this image is already published in \(s.nqn) as namespace \(ns.nsid.text); a namespace identity is unique per target")
+            }
+        }
+        let hosts = r.hosts ?? []
+        if doc.subsystems.contains(where: { $0.nqn == nqn }) {
+            let i = try subsystemIndex(doc, nqn)
+            for h in hosts where !(doc.subsystems[i].allowed_hosts ?? []).contains(h) {
+                doc.subsystems[i].allowed_hosts = (doc.subsystems[i].allowed_hosts ?? []) + [h]
+            }
+        } else {
+            var add = ControlRequest("subsystem.add")
+            add.subsystem = nqn
+            add.allowAnyHost = hosts.isEmpty
+            add.hosts = hosts
+            add.model = "Fathom dataset"
+            let serving = doc.ports.filter { !($0.subsystems ?? []).isEmpty }.compactMap { $0.portid.int.map(UInt16.init) }
+            add.ports = (r.ports ?? []).isEmpty ? (serving.isEmpty ? doc.ports.compactMap { $0.portid.int.map(UInt16.init) } : serving) : r.ports
+            try addSubsystem(&doc, add)
+        }
+        var ns = ControlRequest("namespace.add")
+        ns.subsystem = nqn
+        ns.nsid = r.nsid
+        ns.path = path
+        ns.readonly = true
+        ns.nguid = nguid
+        ns.uuid = UUIDText.format(ids.uuid, dashes: true)
+        try addNamespace(&doc, ns)
     }
 
     // MARK: Lookups

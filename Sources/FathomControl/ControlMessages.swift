@@ -38,6 +38,12 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var name: String?
     /// The port ID a referral reports.
     public var referralPortID: UInt16?
+    /// ANA group (namespace add, port ana).
+    public var anaGroup: UInt32?
+    /// ANA state name (port ana): optimized, non-optimized, inaccessible, persistent-loss, change.
+    public var state: String?
+    /// SHA-256 of a dataset image (dataset publish), hex.
+    public var sha256: String?
     /// Where `save` writes (default: the file the daemon was started with).
     public var file: String?
 
@@ -100,6 +106,7 @@ public struct NamespaceInfo: Codable, Sendable {
     public var uuid: String
     public var nguid: String
     public var visibleTo: [String]?
+    public var anaGroup: UInt32?
 }
 
 public struct PortInfo: Codable, Sendable {
@@ -110,6 +117,8 @@ public struct PortInfo: Codable, Sendable {
     public var service: String
     public var subsystems: [String]
     public var referrals: [String]
+    /// ANA group states through this port, e.g. "1=optimized".
+    public var anaGroups: [String]?
 }
 
 public struct ConnectionInfo: Codable, Sendable {

@@ -46,6 +46,8 @@ public final class ControlService {
             case "host.deny": return try change(r, ConfigEditor.denyHost)
             case "port.add": return try change(r, ConfigEditor.addPort)
             case "port.remove": return try change(r, ConfigEditor.removePort)
+            case "port.ana": return try change(r, ConfigEditor.setANAState)
+            case "dataset.publish": return try change(r, ConfigEditor.publishDataset)
             case "referral.add": return try change(r, ConfigEditor.addReferral)
             case "referral.remove": return try change(r, ConfigEditor.removeReferral)
             default: return .failure("unknown command \"\(r.command)\"")
@@ -165,7 +167,8 @@ public final class ControlService {
                                           path: ns.backend == .file ? ns.path : nil,
                                           bytes: (running?.blockCount ?? 0) * UInt64(blockSize), blockSize: blockSize,
                                           readonly: ns.readOnly, uuid: UUIDText.format(ns.uuid, dashes: true),
-                                          nguid: UUIDText.format(ns.nguid, dashes: false), visibleTo: ns.visibleHosts))
+                                          nguid: UUIDText.format(ns.nguid, dashes: false), visibleTo: ns.visibleHosts,
+                                          anaGroup: ns.anaGroupID))
             }
         }
         r.namespaces = list
@@ -175,7 +178,8 @@ public final class ControlService {
     private func portInfos() -> [PortInfo] {
         server.target.ports.map {
             PortInfo(id: $0.id, family: $0.isIPv6 ? "ipv6" : "ipv4", address: $0.address, service: $0.serviceID,
-                     subsystems: $0.subsystemNQNs, referrals: $0.referrals.map { "\($0.name)=\($0.address):\($0.serviceID)" })
+                     subsystems: $0.subsystemNQNs, referrals: $0.referrals.map { "\($0.name)=\($0.address):\($0.serviceID)" },
+                     anaGroups: $0.ana.configuredGroups.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.name)" })
         }
     }
 

@@ -49,6 +49,7 @@ extension FathomServer {
                 }
             }
             var listeners: [(Listener, Port)] = []
+            var anaUpdates: [(table: ANAStates, states: [UInt32: ANAState], port: TargetConfig.Listener)] = []
             var opened: [Listener] = []
             do {
                 for l in new.listeners {
@@ -62,7 +63,15 @@ extension FathomServer {
                         socket = try Listener(port: Self.port(l, boundPort: l.port), address: l.address, tcpPort: l.port)
                         opened.append(socket)
                     }
-                    listeners.append((socket, Self.port(l, boundPort: socket.boundPort)))
+                    var port = Self.port(l, boundPort: socket.boundPort)
+                    // A kept port keeps its ANA table: its controllers hold it, and see changes at once.
+                    if let current = target.port(l.portID), current.sameEndpoint(as: port) {
+                        port.ana = current.ana
+                        anaUpdates.append((current.ana, l.anaGroups, l))
+                    } else {
+                        port.ana = ANAStates(l.anaGroups)
+                    }
+                    listeners.append((socket, port))
                 }
             } catch {
                 for l in opened { l.close() }
@@ -87,12 +96,32 @@ extension FathomServer {
             for s in old.subsystems where !new.subsystems.contains(where: { $0.nqn == s.nqn }) {
                 notes.append("subsystem \(s.nqn) removed")
             }
-            for l in new.listeners where !old.listeners.contains(l) {
+            // ANA state changes are reported per group below.
+            func withoutANA(_ l: TargetConfig.Listener) -> TargetConfig.Listener {
+                var c = l
+                c.anaGroups = [:]
+                return c
+            }
+            for l in new.listeners where !old.listeners.map(withoutANA).contains(withoutANA(l)) {
                 let before = old.listeners.first { $0.portID == l.portID }
                 notes.append("port \(l.portID) (\(l.address):\(l.port)) \(before == nil ? "added" : "changed")")
             }
             for l in old.listeners where !new.listeners.contains(where: { $0.portID == l.portID }) {
                 notes.append("port \(l.portID) (\(l.address):\(l.port)) removed")
+            }
+            var anaPorts = Set<UInt16>()
+            for u in anaUpdates {
+                let before = u.table.configuredGroups
+                guard u.table.update(u.states) else { continue }
+                anaPorts.insert(u.port.portID)
+                for (g, state) in u.table.configuredGroups.sorted(by: { $0.key < $1.key }) where before[g] != state {
+                    notes.append("port \(u.port.portID): ANA group \(g) is now \(state.name)")
+                }
+            }
+            let oldGroups = Dictionary(old.subsystems.flatMap { s in s.namespaces.map { ("\(s.nqn)/\($0.nsid)", $0.anaGroupID) } },
+                                       uniquingKeysWith: { a, _ in a })
+            let regrouped = new.subsystems.contains { s in
+                s.namespaces.contains { ns in oldGroups["\(s.nqn)/\(ns.nsid)"].map { $0 != ns.anaGroupID } ?? false }
             }
             if old.discoveryNQN != new.discoveryNQN { notes.append("discovery NQN is now \(new.discoveryNQN ?? NQN.discovery)") }
             let ended = target.replaceTopology(Target.Topology(subsystems: subsystems, ports: listeners.map(\.1),
@@ -101,6 +130,7 @@ extension FathomServer {
                 notes.append("controller \(c.id) of \(c.hostNQN) on \(c.subsystem.nqn) disconnected: the new configuration no longer admits it")
             }
             if !ended.isEmpty { closeEndedControllers() }
+            if regrouped { target.anaChanged(portIDs: nil) } else if !anaPorts.isEmpty { target.anaChanged(portIDs: anaPorts) }
             installListeners(listeners)
             state.listeners = listeners.map(\.0)
             state.config = new
@@ -160,7 +190,7 @@ extension FathomServer {
             persistencePath: stateDirectory.map { "\($0)/reservations-\(UUIDText.format(ns.nguid, dashes: false))" })
         return Namespace(nsid: ns.nsid, nguid: ns.nguid, uuid: ns.uuid, readOnly: ns.readOnly,
                          backend: StorageNamespace(backend), label: label, reservations: state,
-                         visibleHosts: ns.visibleHosts.map(Set.init))
+                         visibleHosts: ns.visibleHosts.map(Set.init), anaGroupID: ns.anaGroupID, eui64: ns.eui64)
     }
 
     /// True when a file-backed namespace's backing file no longer has the size in use.

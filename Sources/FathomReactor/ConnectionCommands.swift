@@ -51,7 +51,8 @@ extension Connection {
         // I/O commands are validated before any data is asked for.
         if controller != nil && !isAdminQueue && sqe.opcode != DataDirection.fabricsOpcode {
             if pendingFusedFirst >= 0 && sqe.fuse != 2 { failPendingFusedFirst(.fusedCommandMissing) }
-            switch IODecode(sqe, subsystem: controller!.subsystem, maxTransfer: reactor.settings.maxDataTransfer, host: controller!.hostNQN) {
+            switch IODecode(sqe, subsystem: controller!.subsystem, maxTransfer: reactor.settings.maxDataTransfer, host: controller!.hostNQN,
+                           ana: controller!.port.ana) {
             case let .fail(status):
                 if sqe.fuse == 2 { failPendingFusedFirst(.fusedCommandFailed) }
                 return complete(i, .failure(status))

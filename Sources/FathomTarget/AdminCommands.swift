@@ -129,7 +129,7 @@ extension Controller {
     }
 
     public func identity() -> ControllerIdentity {
-        ControllerIdentity(
+        var id = ControllerIdentity(
             kind: isDiscovery ? .discovery : .io, controllerID: id, serial: subsystem.serial, model: subsystem.model,
             firmware: subsystem.identity.firmware ?? settings.firmwareRevision, version: subsystem.identity.version,
             subsystemNQN: subsystem.nqn,
@@ -138,5 +138,7 @@ extension Controller {
             inCapsuleDataSize: ioInCapsuleDataSize, keepAliveSupport: settings.keepAliveGranularity,
             volatileWriteCache: !isDiscovery, multiController: !isDiscovery, asyncEventLimit: Self.asyncEventLimit,
             optionalNVMCommands: isDiscovery ? 0 : IOCommand.optionalCommandSupport)
+        id.asymmetricAccess = !isDiscovery
+        return id
     }
 }

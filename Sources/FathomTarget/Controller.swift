@@ -37,6 +37,8 @@ public final class Controller {
     var namespaceNoticeMasked = false
     /// A discovery log change was reported and the host has not yet read log 70h.
     var discoveryNoticeMasked = false
+    /// An ANA change was reported and the host has not yet read log 0Ch.
+    var anaNoticeMasked = false
 
     /// How events reach this controller's admin queue, installed by the transport.
     public struct EventRoute {
@@ -203,6 +205,18 @@ public final class Controller {
             guard asyncEventConfiguration & (1 << 31) != 0, !discoveryNoticeMasked else { return }
             discoveryNoticeMasked = true
             if let (cid, dw0) = postAsyncEvent(0x0070_F002) { route.complete(cid, dw0) }
+        }
+    }
+
+    /// ANA states or group membership changed: if the host enabled the notice (AEC bit 11),
+    /// send an ANA Change event (notice, information 03h, log page 0Ch), once until the host
+    /// reads the log. Callable from any thread.
+    public func anaChanged() {
+        guard !isDiscovery, let route = eventRoute.withLock({ $0 }) else { return }
+        route.run { [self] in
+            guard asyncEventConfiguration & (1 << 11) != 0, !anaNoticeMasked else { return }
+            anaNoticeMasked = true
+            if let (cid, dw0) = postAsyncEvent(0x000C_0302) { route.complete(cid, dw0) }
         }
     }
 

@@ -71,10 +71,15 @@ public enum IODecode {
     case fail(NVMeStatus)
 
     @inline(__always)
-    /// `host`: the connected host's NQN, for namespaces masked to some hosts.
-    public init(_ sqe: SubmissionQueueEntry, subsystem: Subsystem, maxTransfer: Int, host: String? = nil) {
+    /// `host`: the connected host's NQN, for namespaces masked to some hosts; `ana`: the
+    /// ANA states of the port the command came through.
+    public init(_ sqe: SubmissionQueueEntry, subsystem: Subsystem, maxTransfer: Int, host: String? = nil, ana: ANAStates? = nil) {
         guard let ns = subsystem.namespace(sqe.nsid), host.map({ ns.isVisible(to: $0) }) ?? true else {
             self = .fail(sqe.opcodeIsKnownIO ? .invalidNamespace : .invalidOpcode)
+            return
+        }
+        if let ana, let status = ana.state(ns.anaGroupID).ioStatus {
+            self = .fail(status)
             return
         }
         let shift = UInt64(ns.blockSizeShift)

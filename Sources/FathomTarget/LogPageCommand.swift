@@ -5,6 +5,7 @@ extension Controller {
     static let supportedLogPages: [UInt8] = [
         LogPage.supportedLogs, LogPage.error, LogPage.smart, LogPage.firmwareSlot,
         LogPage.changedNamespaces, LogPage.commandEffects, LogPage.featureEffects, LogPage.reservationNotification,
+        LogPage.asymmetricAccess,
     ]
 
     /// Get Log Page: NUMD (NUMDU:NUMDL, 0-based dwords) bytes from offset LPO of the page.
@@ -23,6 +24,11 @@ extension Controller {
             let log = target.discoveryLog(hostNQN: hostNQN, portID: port.id, localAddress: context.localAddress)
             page = DiscoveryLog.encode(generation: log.generation, entries: log.entries)
             if !retainAsyncEvent { discoveryNoticeMasked = false }
+        case LogPage.asymmetricAccess where !isDiscovery:
+            // LSP bit 0 (RGO): groups only, without their NSID lists.
+            let groupsOnly = (sqe.cdw10 >> 8) & 1 != 0
+            page = ANALog.encode(changeCount: target.anaChangeCount, groups: target.anaReport(for: self), groupsOnly: groupsOnly)
+            if !retainAsyncEvent { anaNoticeMasked = false }
         case LogPage.supportedLogs:
             page = LogPage.supportedLogPages(Self.supportedLogPages)
         case LogPage.error:

@@ -45,12 +45,19 @@ public final class Namespace {
     /// Hosts that may see this namespace (SPDK-style masking); nil: every host the
     /// subsystem admits.
     public let visibleHosts: Set<String>?
+    /// ANA group (nvmetcli `ana_grpid`; 1 unless configured).
+    public let anaGroupID: UInt32
+    /// IEEE EUI-64 (`device.eui64`), if configured.
+    public let eui64: [UInt8]?
 
     @inline(__always)
     public func isVisible(to host: String) -> Bool { visibleHosts?.contains(host) ?? true }
 
     public init(nsid: UInt32, nguid: [UInt8], uuid: [UInt8], readOnly: Bool, backend: NamespaceBackend, label: String,
-                reservations: ReservationState = ReservationState(persistencePath: nil), visibleHosts: Set<String>? = nil) {
+                reservations: ReservationState = ReservationState(persistencePath: nil), visibleHosts: Set<String>? = nil,
+                anaGroupID: UInt32 = 1, eui64: [UInt8]? = nil) {
+        self.anaGroupID = anaGroupID
+        self.eui64 = eui64
         self.reservations = reservations
         self.visibleHosts = visibleHosts
         self.nsid = nsid
@@ -71,6 +78,8 @@ public final class Namespace {
         // RESCAP: all six reservation types, IEKEY per NVMe 1.3+, PTPL where state can persist.
         id.reservationCapabilities = 0xFE | (reservations.persistencePath != nil ? 1 : 0)
         id.copyLimits = (IOCommand.maxSingleSourceRange, IOCommand.maxCopyLength, IOCommand.maxSourceRangeCount)
+        id.anaGroupID = anaGroupID
+        id.eui64 = eui64
         return id
     }
 }

@@ -1,6 +1,14 @@
 /// A listening address and what is reachable through it (nvmetcli's "ports"): its
 /// subsystems, its transport parameters and the referrals its discovery log lists.
 public struct Port: Sendable, Equatable {
+    /// Equal when everything a discovery log or a Connect depends on is equal (ANA states
+    /// are live state, compared by the caller that changes them).
+    public static func == (a: Port, b: Port) -> Bool {
+        a.id == b.id && a.address == b.address && a.serviceID == b.serviceID && a.isIPv6 == b.isIPv6
+            && a.subsystemNQNs == b.subsystemNQNs && a.inlineDataSize == b.inlineDataSize && a.maxQueueSize == b.maxQueueSize
+            && a.referrals == b.referrals
+    }
+
     public var id: UInt16
     public var address: String
     public var serviceID: String
@@ -12,6 +20,8 @@ public struct Port: Sendable, Equatable {
     public var maxQueueSize: Int? = nil
     /// Other discovery controllers this port's discovery log points hosts to.
     public var referrals: [Referral] = []
+    /// ANA group states through this port (shared with its controllers; see `ANAStates`).
+    public var ana = ANAStates()
 
     public init(id: UInt16, address: String, serviceID: String, isIPv6: Bool, subsystemNQNs: [String]) {
         self.id = id

@@ -10,6 +10,7 @@ public final class Target {
     public let discovery: Subsystem
     private let state: Mutex<State>
     private let discoveryGeneration = Atomic<UInt64>(1)
+    private let anaChanges = Atomic<UInt64>(1)
 
     /// What the operator configures: subsystems, ports (with referrals) and the optional
     /// unique discovery NQN. Replaced as a whole by `replaceTopology`.
@@ -31,6 +32,10 @@ public final class Target {
         var ports: [UInt16: Port]
         var uniqueDiscovery: Subsystem?
         var controllers: [UInt16: Controller] = [:]
+        /// Where the next controller ID search starts. IDs rotate through the range (as
+        /// SPDK's next_cntlid) from a random start, so a restarted daemon is unlikely to
+        /// hand a reconnecting host the ID its old controller had.
+        var nextControllerID = UInt16.random(in: 1...0xFFEF)
         /// Per controller: I/O queue IDs already connected.
         var connectedQueues: [UInt16: Set<UInt16>] = [:]
     }
@@ -129,7 +134,15 @@ public final class Target {
     /// Connect finds its controller by ID), so subsystems with overlapping ranges share them.
     private static func freeControllerID(in range: ClosedRange<UInt16>, _ st: inout State) -> UInt16? {
         guard st.controllers.count < 0xFFEF else { return nil }
-        for id in range where st.controllers[id] == nil { return id }
+        let size = Int(range.upperBound - range.lowerBound) + 1
+        let start = range.contains(st.nextControllerID) ? Int(st.nextControllerID - range.lowerBound) : 0
+        for k in 0..<size {
+            let id = range.lowerBound + UInt16((start + k) % size)
+            if st.controllers[id] == nil {
+                st.nextControllerID = id == range.upperBound ? range.lowerBound : id + 1
+                return id
+            }
+        }
         return nil
     }
 
@@ -196,6 +209,29 @@ public final class Target {
             ports = st.ports.values.sorted { $0.id < $1.id }
             access = st.subsystems.mapValues { $0.allowAnyHost ? ["*"] : $0.allowedHosts.sorted() }
             discoveryNQN = st.uniqueDiscovery?.nqn
+        }
+    }
+
+    /// The ANA log's change count (bumped by `anaChanged`).
+    public var anaChangeCount: UInt64 { anaChanges.load(ordering: .relaxed) }
+
+    /// ANA states or group membership changed: bump the change count and notify the I/O
+    /// controllers connected through `portIDs` (nil: through any port).
+    public func anaChanged(portIDs: Set<UInt16>?) {
+        anaChanges.add(1, ordering: .relaxed)
+        for c in liveControllers where !c.isDiscovery && (portIDs?.contains(c.port.id) ?? true) { c.anaChanged() }
+    }
+
+    /// The ANA log of one controller: every group in use on some port (group 1 always),
+    /// with its state through the controller's port and the NSIDs its host may see.
+    public func anaReport(for controller: Controller) -> [ANAGroupReport] {
+        var groups: Set<UInt32> = [1]
+        for p in ports { groups.formUnion(p.ana.configuredGroups.keys) }
+        let namespaces = controller.visibleNamespaces
+        let count = anaChangeCount
+        return groups.sorted().map { g in
+            ANAGroupReport(groupID: g, state: controller.port.ana.state(g), changeCount: count,
+                           namespaceIDs: namespaces.filter { $0.anaGroupID == g }.map(\.nsid))
         }
     }
 

@@ -23,6 +23,8 @@ public struct ControllerIdentity: Sendable {
     public var volatileWriteCache: Bool
     /// More than one controller (hosts, or one host over several paths) may share namespaces.
     public var multiController: Bool
+    /// Asymmetric Namespace Access reporting (I/O controllers).
+    public var asymmetricAccess = false
     public var asyncEventLimit: UInt8
     /// Optional NVM commands (ONCS) actually implemented.
     public var optionalNVMCommands: UInt16
@@ -57,11 +59,22 @@ public struct ControllerIdentity: Sendable {
         withUnsafeMutableBytes(of: &id.fr) { $0.baseAddress!.putASCII(firmware, 0, width: 8, pad: 0x20) }
         id.rab = 6
         id.cmic = multiController ? UInt8(NVME_CTRL_CMIC_MULTI_CTRL.rawValue) : 0
+        if asymmetricAccess {
+            // Several ports, several controllers, ANA reporting (as nvmet). MNAN is required
+            // with ANA and sizes the host's ANA log buffer (header + groups + every NSID).
+            id.cmic |= UInt8(NVME_CTRL_CMIC_MULTI_PORT.rawValue) | UInt8(NVME_CTRL_CMIC_MULTI_ANA_REPORTING.rawValue)
+            id.anatt = ANALog.transitionTimeSeconds
+            id.anacap = 0x1F  // reports optimized, non-optimized, inaccessible, persistent loss, change
+            id.anagrpmax = ANALog.maxGroups.littleEndian
+            id.nanagrpid = ANALog.maxGroups.littleEndian
+            id.mnan = namespaceCount.littleEndian
+        }
         id.mdts = maxDataTransferExponent
         id.cntlid = controllerID.littleEndian
         id.ver = version.littleEndian
-        // OAES bit 8: Namespace Attribute Notices; bit 31: Discovery Log Page Change.
-        id.oaes = (kind == .io ? UInt32(1 << 8) : UInt32(1) << 31).littleEndian
+        // OAES bit 8: Namespace Attribute Notices; bit 11: ANA Change Notices; bit 31:
+        // Discovery Log Page Change.
+        id.oaes = (kind == .io ? UInt32(1 << 8) | (asymmetricAccess ? 1 << 11 : 0) : UInt32(1) << 31).littleEndian
         // CTRATT bit 0: 128-bit host identifier (the fabrics Connect hostid is 128 bits).
         id.ctratt = UInt32(1).littleEndian
         id.cntrltype = kind.rawValue

@@ -20,6 +20,10 @@ public struct NamespaceIdentity: Sendable {
     public var reservationCapabilities: UInt8 = 0
     /// Copy limits: MSSRL (blocks), MCL (blocks), MSRC (0-based range count); nil = no Copy.
     public var copyLimits: (UInt16, UInt32, UInt8)? = nil
+    /// ANA group (0: the controller does not report ANA).
+    public var anaGroupID: UInt32 = 0
+    /// IEEE EUI-64, when the operator configured one.
+    public var eui64: [UInt8]? = nil
 
     public init(blockCount: UInt64, blocksInUse: UInt64, blockSizeShift: UInt8, nguid: [UInt8], uuid: [UInt8],
                 writeProtected: Bool, shared: Bool, preferredWriteGranularity: UInt16 = 0) {
@@ -61,15 +65,19 @@ public struct NamespaceIdentity: Sendable {
             ns.msrc = msrc
         }
         withUnsafeMutableBytes(of: &ns.nguid) { $0.copyBytes(from: nguid.prefix(16)) }
+        if let eui64 { withUnsafeMutableBytes(of: &ns.eui64) { $0.copyBytes(from: eui64.prefix(8)) } }
+        ns.anagrpid = anaGroupID.littleEndian
         ns.lbaf.0.ds = blockSizeShift
         return withUnsafeBytes(of: &ns) { Array($0) }
     }
 
-    /// Namespace Identification Descriptor list: NGUID and UUID, 4096 bytes.
+    /// Namespace Identification Descriptor list: EUI-64 (if any), NGUID and UUID, 4096 bytes.
     public func encodeDescriptors() -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 4096)
         var at = 0
-        for (type, value) in [(UInt8(NVME_NIDT_NGUID.rawValue), nguid), (UInt8(NVME_NIDT_UUID.rawValue), uuid)] {
+        var ids = [(UInt8(NVME_NIDT_NGUID.rawValue), nguid), (UInt8(NVME_NIDT_UUID.rawValue), uuid)]
+        if let eui64 { ids.insert((UInt8(NVME_NIDT_EUI64.rawValue), eui64), at: 0) }
+        for (type, value) in ids {
             out[at] = type
             out[at + 1] = UInt8(value.count)
             out.replaceSubrange((at + 4)..<(at + 4 + value.count), with: value)

@@ -12,6 +12,7 @@ public enum LogPage {
     public static let discovery = UInt8(NVME_LOG_LID_DISCOVER.rawValue)
     public static let featureEffects = UInt8(NVME_LOG_LID_FID_SUPPORTED_EFFECTS.rawValue)
     public static let reservationNotification = UInt8(NVME_LOG_LID_RESERVATION.rawValue)
+    public static let asymmetricAccess = UInt8(NVME_LOG_LID_ANA.rawValue)
 
     /// Supported Log Pages (LID 00h): one dword per LID, bit 0 = supported.
     public static func supportedLogPages(_ lids: [UInt8]) -> [UInt8] {

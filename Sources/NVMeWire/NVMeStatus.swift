@@ -63,6 +63,10 @@ public struct NVMeStatus: Equatable, Hashable, Sendable, CustomStringConvertible
     public static let commandSizeLimitExceeded = NVMeStatus(type: 1, code: 0x83)
     public static let unrecoveredReadError = NVMeStatus(type: UInt8(NVME_SCT_MEDIA.rawValue), code: UInt8(NVME_SC_READ_ERROR.rawValue))
     // Fabrics command specific statuses (NVMe-oF 1.1, Connect).
+    /// Path-related (SCT 3), retryable: the host tries another path.
+    public static let asymmetricAccessPersistentLoss = NVMeStatus(type: 3, code: UInt8(NVME_SC_ANA_PERSISTENT_LOSS.rawValue), doNotRetry: false)
+    public static let asymmetricAccessInaccessible = NVMeStatus(type: 3, code: UInt8(NVME_SC_ANA_INACCESSIBLE.rawValue), doNotRetry: false)
+    public static let asymmetricAccessTransition = NVMeStatus(type: 3, code: UInt8(NVME_SC_ANA_TRANSITION.rawValue), doNotRetry: false)
     public static let connectIncompatibleFormat = specific(NVME_SC_CONNECT_FORMAT)
     public static let connectControllerBusy = specific(NVME_SC_CONNECT_CTRL_BUSY)
     public static let connectInvalidParameters = specific(NVME_SC_CONNECT_INVALID_PARAM)

@@ -70,6 +70,7 @@ struct NamespaceCommand: ParsableCommand {
         @Option(help: "UUID (default: derived from the subsystem NQN and NSID).") var uuid: String?
         @Option(help: "NGUID (default: derived).") var nguid: String?
         @Option(help: "Only this host sees the namespace (repeatable; default: every admitted host).") var visibleTo: [String] = []
+        @Option(help: "ANA group (default 1; others must exist on a port, see `port ana`).") var anaGroup: UInt32?
 
         func validate() throws {
             guard [path, memory, null].compactMap({ $0 }).count == 1 else {
@@ -88,6 +89,7 @@ struct NamespaceCommand: ParsableCommand {
             r.uuid = uuid
             r.nguid = nguid
             r.hosts = visibleTo
+            r.anaGroup = anaGroup
             try global.run(r)
         }
     }
@@ -175,8 +177,26 @@ struct HostCommand: ParsableCommand {
 }
 
 struct PortCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "port", abstract: "Add, remove or list listening ports.",
-                                                    subcommands: [Add.self, Remove.self, List.self])
+    static let configuration = CommandConfiguration(commandName: "port", abstract: "Add, remove or list listening ports; set ANA states.",
+                                                    subcommands: [Add.self, Remove.self, List.self, ANA.self])
+
+    struct ANA: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "ana",
+            abstract: "Set an ANA group's state through a port (multipath hosts move I/O to other paths when it is not optimized).")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "Port ID.") var id: UInt16
+        @Option(help: "ANA group, 1 to 128.") var group: UInt32
+        @Option(help: "optimized, non-optimized, inaccessible, persistent-loss or change.") var state: String
+
+        func run() throws {
+            var r = ControlRequest("port.ana")
+            r.port = id
+            r.anaGroup = group
+            r.state = state
+            try global.run(r)
+        }
+    }
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -215,9 +235,10 @@ struct PortCommand: ParsableCommand {
 
         func run() throws {
             try global.run(ControlRequest("port.list")) { r in
-                Table.print(["PORT", "FAMILY", "ADDRESS", "SERVICE", "SUBSYSTEMS", "REFERRALS"], (r.ports ?? []).map {
+                Table.print(["PORT", "FAMILY", "ADDRESS", "SERVICE", "SUBSYSTEMS", "ANA", "REFERRALS"], (r.ports ?? []).map {
                     [String($0.id), $0.family, $0.address, $0.service,
-                     $0.subsystems.isEmpty ? "(discovery only)" : $0.subsystems.joined(separator: ","), $0.referrals.joined(separator: ",")]
+                     $0.subsystems.isEmpty ? "(discovery only)" : $0.subsystems.joined(separator: ","),
+                     ($0.anaGroups ?? []).joined(separator: ","), $0.referrals.isEmpty ? "-" : $0.referrals.joined(separator: ",")]
                 })
             }
         }

@@ -64,6 +64,28 @@ final class NvmetcliConfigTests: XCTestCase {
         XCTAssertEqual(c.subsystems[0].version, 0x0001_0200)
     }
 
+    func testANAGroupsEUI64AndBufferedIO() throws {
+        let json = """
+        {"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "4420", "trtype": "tcp"}, "portid": 1, "subsystems": ["nqn.2026-11.io.fathom:x"],
+                    "ana_groups": [{"grpid": 1, "ana": {"state": "optimized"}}, {"grpid": 2, "ana": {"state": "non-optimized"}}]},
+                   {"addr": {"traddr": "127.0.0.2", "trsvcid": "4420", "trtype": "tcp"}, "portid": 2, "subsystems": ["nqn.2026-11.io.fathom:x"],
+                    "ana_groups": [{"grpid": 2, "ana": {"state": "optimized"}}, {"grpid": 1, "ana": {"state": "inaccessible"}}]}],
+         "subsystems": [{"nqn": "nqn.2026-11.io.fathom:x", "namespaces": [
+            {"nsid": 1, "ana_grpid": 1, "buffered_io": "0", "device": {"path": "/a", "eui64": "00:25:38:b1:c2:d3:e4:f5"}},
+            {"nsid": 2, "ana_grpid": "2", "device": {"path": "/b"}}]}]}
+        """
+        let c = try TargetConfig.parse(json: Array(json.utf8))
+        XCTAssertEqual(c.listeners[0].anaGroups, [1: .optimized, 2: .nonOptimized])
+        XCTAssertEqual(c.listeners[1].anaGroups, [1: .inaccessible, 2: .optimized])
+        XCTAssertEqual(c.subsystems[0].namespaces.map(\.anaGroupID), [1, 2])
+        XCTAssertEqual(c.subsystems[0].namespaces[0].eui64, [0x00, 0x25, 0x38, 0xb1, 0xc2, 0xd3, 0xe4, 0xf5])
+        XCTAssertEqual(c.subsystems[0].namespaces[0].directIO, true, "buffered_io 0 means O_DIRECT, as nvmet")
+        let undefined = json.replacingOccurrences(of: #""ana_grpid": "2""#, with: #""ana_grpid": "3""#)
+        XCTAssertThrowsError(try TargetConfig.parse(json: Array(undefined.utf8))) { e in
+            XCTAssertEqual((e as! ConfigError).key, "subsystems[0].namespaces[nsid 2].ana_grpid")
+        }
+    }
+
     func testBadAttributesAreAllReported() {
         let json = """
         {"discovery_nqn": "bogus",

@@ -123,7 +123,7 @@ ldconfig -r "$STAGE" 2>/dev/null || log "ldconfig -r failed (continuing; default
 REQUIRED=(configfs nvme-core nvme-fabrics nvme-tcp crc32c_generic)
 OPTIONAL=(nvme-keyring nvme-auth crc32c-intel libcrc32c virtio_pci virtio_net)
 # Shipped but not loaded at boot (each insmod costs under TCG); modprobe-able.
-ONDEMAND=(ext4 nvmet-tcp)  # nvmet-tcp: in-guest reference target for --selftest
+ONDEMAND=(ext4 erofs nvmet-tcp)  # erofs: published dataset images; nvmet-tcp: in-guest reference target for --selftest
 MODORDER=()
 add_module() {  # $1=name $2=required(1/0); appends insmod order to MODORDER
     local out line path rel

@@ -35,10 +35,11 @@ ds_connect() {
 # The sums name "./path"; they are rewritten to absolute paths instead of
 # cd-ing into the mount: busybox "timeout" leaves a watchdog process (cwd
 # inherited) alive for up to a second, which would make umount fail with EBUSY.
-ds_verify() {  # $1 label, $2 device
-    local n i=0
-    if ! run 30 mount -t ext4 -o ro,noload "$2" "$DATASET_MNT"; then
-        fail "[$1] mount -t ext4 -o ro,noload $2: $(head -n1 /tmp/out)"; return 1
+ds_verify() {  # $1 label, $2 device, $3 filesystem (ext4 default, or erofs)
+    local n i=0 fs=${3:-ext4} opts=ro,noload
+    [ "$fs" = ext4 ] || opts=ro
+    if ! run 30 mount -t "$fs" -o "$opts" "$2" "$DATASET_MNT"; then
+        fail "[$1] mount -t $fs -o $opts $2: $(head -n1 /tmp/out)"; return 1
     fi
     sed "s|  \./|  $DATASET_MNT/|" /tmp/dataset.sha256 > /tmp/dataset-abs.sha256
     if run 120 sha256sum -c /tmp/dataset-abs.sha256; then
@@ -136,4 +137,29 @@ test_dataset() {
         fail "[$L] second host connect refused: $(dmesg | grep -i nvme | tail -n2 | tr '\n' ' ')"
     fi
     ds_teardown
+}
+
+# A dataset image the host built with `fathomctl dataset build` (erofs) and exported
+# with `fathomctl dataset publish` into $PUBLISHED_NQN: the namespace's NGUID is the
+# first half of the image's SHA-256, it mounts as erofs and every file matches.
+PUBLISHED_NQN=${PUBLISHED_NQN:-}
+PUBLISHED_NGUID=${PUBLISHED_NGUID:-}
+test_publish() {
+    local L=publish dev nguid i=0
+    [ -n "$PUBLISHED_NQN" ] || { fail "[$L] the host did not publish a dataset (see the kernel-e2e log)"; return; }
+    mkdir -p "$DATASET_MNT"
+    if ! run 60 nvme connect -t tcp -a "$TARGET_ADDR" -s "$TARGET_PORT" -n "$PUBLISHED_NQN" --ctrl-loss-tmo=30; then
+        fail "[$L] nvme connect -n $PUBLISHED_NQN"; return
+    fi
+    if dev=$(wait_nsdev 1 "$PUBLISHED_NQN" 20); then
+        if run 30 nvme id-ns "$dev"; then
+            nguid=$(awk -F: '$1 ~ /^nguid *$/ {gsub(/ /, "", $2); print $2}' /tmp/out)
+            [ "$nguid" = "$PUBLISHED_NGUID" ] && pass "[$L] $dev nguid $nguid = the image digest's first 16 bytes" \
+                || fail "[$L] $dev nguid '$nguid', want $PUBLISHED_NGUID"
+        else fail "[$L] id-ns $dev"; fi
+        grep -qw erofs /proc/filesystems || run 30 modprobe erofs || fail "[$L] modprobe erofs: $(cat /tmp/out)"
+        ds_verify $L "$dev" erofs
+    else fail "[$L] no namespace device for $PUBLISHED_NQN after 20 s"; fi
+    run 60 nvme disconnect -n "$PUBLISHED_NQN"
+    while [ -n "$(our_ctrls "$PUBLISHED_NQN")" ] && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
 }

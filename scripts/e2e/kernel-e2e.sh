@@ -25,7 +25,7 @@
 # Logs of the last run: <repo>/.build-e2e/last-run/ (console, fathomd, results).
 # Env: E2E_OUT (artifact dir), E2E_TIMEOUT (guest timeout, s), FIO_* (sizes),
 #      E2E_EXTRA_TESTS (guest test functions after the core sessions, default
-#      "test_dataset test_io_cmds test_hotplug test_acl test_crash"), E2E_SKIP_CORE=1 (skip the
+#      "test_dataset test_publish test_io_cmds test_hotplug test_acl test_crash"), E2E_SKIP_CORE=1 (skip the
 #      plain/digest fio sessions), IO_CMDS, HOTPLUG_TIMEOUT (see guest files).
 set -euo pipefail
 
@@ -237,12 +237,28 @@ else
     fi
     log "fathomd is listening (pid $DAEMON_PID)"
 
+    # --- 4b. a dataset built and published with fathomctl (test_publish checks it) -----
+    PUBLISHED_NQN=nqn.2026-11.io.fathom:published PUBLISHED_NGUID=
+    PUBLISH_LOG=$RUN_DIR/dataset-publish.log
+    if "$FATHOMCTL" dataset build "$TMP/dataset-src" -o "$TMP/published.erofs" --format erofs > "$PUBLISH_LOG" 2>&1 &&
+       "$FATHOMCTL" --socket "$CONTROL_SOCKET" dataset publish "$TMP/published.erofs" --subsystem "$PUBLISHED_NQN" >> "$PUBLISH_LOG" 2>&1; then
+        PUBLISHED_NGUID=$(jq -r .sha256 "$TMP/published.erofs.manifest.json" | cut -c1-32)
+        log "PASS: fathomctl dataset build + publish: $(tail -n1 "$PUBLISH_LOG")"
+        if again=$("$FATHOMCTL" --socket "$CONTROL_SOCKET" dataset publish "$TMP/published.erofs" --subsystem "$PUBLISHED_NQN" 2>&1) &&
+           [[ $again == *"no change"* ]]; then
+            log "PASS: publishing the same image again changes nothing"
+        else log "FAIL: second publish: $again"; HOST_RC=1; fi
+    else
+        log "FAIL: fathomctl dataset build/publish: $(tail -n3 "$PUBLISH_LOG" | tr '\n' ' ')"; HOST_RC=1; PUBLISHED_NQN=
+    fi
+
     # --- 5. guest --------------------------------------------------------------------
     ACK_PORT=$(free_port) || { log "no free port"; exit 1; }
     {
         printf 'TARGET_PORT=%s\nSUBNQN=%s\nDATASET_NQN=%s\nACK_PORT=%s\nDISCOVERY_PORT=%s\n' \
             "$PORT" "$SUBNQN" "$DATASET_NQN" "$ACK_PORT" "$DISCOVERY_PORT"
-        guest_vars "test_dataset test_io_cmds test_hotplug test_acl test_crash"
+        printf 'PUBLISHED_NQN=%s\nPUBLISHED_NGUID=%s\n' "$PUBLISHED_NQN" "$PUBLISHED_NGUID"
+        guest_vars "test_dataset test_publish test_io_cmds test_hotplug test_acl test_crash"
         # Expected dataset sums, as a file in the guest (names are ours: no quoting issues).
         echo "cat > /tmp/dataset.sha256 <<'DATASET_SUMS'"; cat "$TMP/dataset.sha256"; echo DATASET_SUMS
         guest_files
