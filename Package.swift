@@ -42,7 +42,7 @@ let package = Package(
             ],
             swiftSettings: engine),
         .target(name: "FathomDataset", dependencies: ["CCrypto"], swiftSettings: swift5),
-        .target(name: "FathomControl", dependencies: ["FathomConfig", "FathomDataset", "FathomReactor", "FathomTarget", "NVMeWire"],
+        .target(name: "FathomControl", dependencies: ["FathomConfig", "FathomDataset", "FathomReactor", "FathomStorage", "FathomTarget", "NVMeWire"],
                 swiftSettings: swift5),
         .target(name: "NVMeInitiator", dependencies: ["NVMeWire", "CNVMeTypes"], swiftSettings: swift5),
         .executableTarget(

@@ -52,6 +52,12 @@ static inline int fathom_pin_current_thread(int cpu) {
     return (int)syscall(SYS_sched_setaffinity, 0, sizeof(mask), mask);
 }
 
+/* fallocate(2) (glibc declares it only with _GNU_SOURCE): for the clone overlay, whose
+   copy-on-write work runs inline rather than on the ring. */
+static inline int fathom_fallocate(int fd, int mode, long long offset, long long length) {
+    return (int)syscall(SYS_fallocate, fd, mode, offset, length);
+}
+
 static inline void fathom_sqe_set_rw_flags(struct io_uring_sqe *sqe, int flags) { sqe->rw_flags = flags; }
 static inline void fathom_sqe_set_flags(struct io_uring_sqe *sqe, unsigned flags) { sqe->flags |= (unsigned char)flags; }
 #endif

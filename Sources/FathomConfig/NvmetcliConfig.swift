@@ -122,8 +122,12 @@ public struct NvmetcliConfig: Codable, Sendable, Equatable {
             /// Fathom: logical block size of a file-backed namespace, 512 or 4096.
             public var block_size: FlexibleValue?
             /// Fathom: "file" (default: a regular file or block device at `path`), "memory"
-            /// or "null" (both need `size`; for tests and benchmarks).
+            /// or "null" (both need `size`; for tests and benchmarks), or "clone" (`path` is a
+            /// read-only base; every host writes to its own copy-on-write overlay).
             public var backend: String?
+            /// Fathom, clone namespaces: the directory of the per-host overlays (default:
+            /// <state dir>/clones/<namespace NGUID>).
+            public var overlay_dir: String?
             /// Fathom: size of a memory or null namespace, bytes or with a K/M/G/T suffix.
             public var size: FlexibleValue?
 

@@ -57,7 +57,7 @@ public struct TargetConfig: Sendable, Equatable {
     }
 
     public struct NamespaceSpec: Sendable, Equatable {
-        public enum Backend: String, Sendable { case file, memory, null }
+        public enum Backend: String, Sendable { case file, memory, null, clone }
         public var nsid: UInt32
         public var backend: Backend = .file
         /// Hosts that may see the namespace (Fathom's masking); nil: all the subsystem admits.
@@ -70,6 +70,8 @@ public struct TargetConfig: Sendable, Equatable {
         public var readOnly: Bool
         public var directIO: Bool?
         public var blockSize: Int
+        /// Clone namespaces: where the per-host overlays live (nil: under the state directory).
+        public var overlayDirectory: String? = nil
         /// ana_grpid (1 unless configured).
         public var anaGroupID: UInt32 = 1
         public var eui64: [UInt8]? = nil
@@ -158,12 +160,12 @@ extension TargetConfig {
                         var backend = NamespaceSpec.Backend.file
                         if let b = ns.device.backend {
                             guard let v = NamespaceSpec.Backend(rawValue: b) else {
-                                throw ConfigError("\(nkey).device.backend", "\"\(b)\"", "must be \"file\", \"memory\" or \"null\"")
+                                throw ConfigError("\(nkey).device.backend", "\"\(b)\"", "must be \"file\", \"memory\", \"null\" or \"clone\"")
                             }
                             backend = v
                         }
                         var size: UInt64 = 0
-                        if backend != .file {
+                        if backend == .memory || backend == .null {
                             guard let s = ns.device.size else { throw ConfigError("\(nkey).device.size", "(missing)", "is required for a \(backend) namespace") }
                             guard let bytes = ByteSize.parse(s.text), bytes >= 4096 else {
                                 throw ConfigError("\(nkey).device.size", s.description, "must be a size such as 1073741824, 512M or 4G (at least 4K)")
@@ -228,6 +230,15 @@ extension TargetConfig {
                         spec.backend = backend
                         spec.size = size
                         spec.anaGroupID = anaGroup
+                        if backend == .clone {
+                            guard !readOnly else {
+                                throw ConfigError("\(nkey).readonly", "true", "contradicts a clone (each host writes its own copy); export the base as a read-only file namespace instead")
+                            }
+                            if let d = ns.device.overlay_dir {
+                                guard d.hasPrefix("/") else { throw ConfigError("\(nkey).device.overlay_dir", "\"\(d)\"", "must be an absolute path") }
+                                spec.overlayDirectory = d
+                            }
+                        }
                         spec.eui64 = eui64
                         if let hosts = ns.allowed_hosts {
                             for (h, host) in hosts.enumerated() where !NQN.isValid(host) {

@@ -43,6 +43,10 @@ public enum ConfigEditor {
         var device = NvmetcliConfig.NamespaceEntry.Device(path: r.path, uuid: r.uuid, nguid: r.nguid)
         if backend == "file" {
             _ = try required(r.path, "--path (a file or block device)")
+        } else if backend == "clone" {
+            _ = try required(r.path, "--clone-of (the read-only base image)")
+            device.backend = backend
+            device.overlay_dir = r.overlayDirectory
         } else {
             device.backend = backend
             device.size = FlexibleValue(try required(r.size, "--size for a \(backend) namespace"))

@@ -44,6 +44,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var state: String?
     /// SHA-256 of a dataset image (dataset publish), hex.
     public var sha256: String?
+    /// Clone namespaces: the overlays' directory (namespace add --clone-of).
+    public var overlayDirectory: String?
     /// Where `save` writes (default: the file the daemon was started with).
     public var file: String?
 
@@ -61,6 +63,7 @@ public struct ControlResponse: Codable, Sendable {
     public var namespaces: [NamespaceInfo]?
     public var ports: [PortInfo]?
     public var connections: [ConnectionInfo]?
+    public var clones: [CloneInfo]?
     /// The file `save` wrote.
     public var saved: String?
 
@@ -133,4 +136,16 @@ public struct ConnectionInfo: Codable, Sendable {
     public var writeCommands: UInt64
     public var bytesRead: UInt64
     public var bytesWritten: UInt64
+}
+
+public struct CloneInfo: Codable, Sendable {
+    public var subsystem: String
+    public var nsid: UInt32
+    public var host: String
+    public var overlay: String
+    /// Bytes the host has written (copied-up chunks).
+    public var writtenBytes: UInt64
+    public var connected: Bool
+    /// Why the clone could not be opened, if it could not.
+    public var error: String?
 }

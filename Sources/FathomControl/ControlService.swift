@@ -1,5 +1,6 @@
 import FathomConfig
 import FathomReactor
+import FathomStorage
 import FathomTarget
 import FoundationEssentials
 import NVMeWire
@@ -48,6 +49,9 @@ public final class ControlService {
             case "port.remove": return try change(r, ConfigEditor.removePort)
             case "port.ana": return try change(r, ConfigEditor.setANAState)
             case "dataset.publish": return try change(r, ConfigEditor.publishDataset)
+            case "clone.list": return clones(r)
+            case "clone.reset": return try resetClone(r, delete: false)
+            case "clone.delete": return try resetClone(r, delete: true)
             case "referral.add": return try change(r, ConfigEditor.addReferral)
             case "referral.remove": return try change(r, ConfigEditor.removeReferral)
             default: return .failure("unknown command \"\(r.command)\"")
@@ -125,6 +129,44 @@ public final class ControlService {
         try AtomicFile.write(bytes, to: path)
         var response = ControlResponse(ok: true)
         response.saved = path
+        return response
+    }
+
+    // MARK: Clones
+
+    private func clones(_ r: ControlRequest) -> ControlResponse {
+        var out: [CloneInfo] = []
+        let connected = Set(server.target.liveControllers.map { "\($0.subsystem.nqn) \($0.hostNQN)" })
+        for s in server.runningConfig.subsystems where r.subsystem == nil || s.nqn == r.subsystem {
+            for ns in s.namespaces where ns.backend == .clone && (r.nsid == nil || ns.nsid == r.nsid) {
+                for c in server.clones(subsystem: s.nqn, nsid: ns.nsid)?.list() ?? [] where r.host == nil || c.host == r.host {
+                    out.append(CloneInfo(subsystem: s.nqn, nsid: ns.nsid, host: c.host, overlay: c.overlay, writtenBytes: c.writtenBytes,
+                                         connected: connected.contains("\(s.nqn) \(c.host)"), error: c.error))
+                }
+            }
+        }
+        var response = ControlResponse(ok: true)
+        response.clones = out
+        return response
+    }
+
+    /// Reset (forget the host's writes) or delete (also remove its files). Refused while the
+    /// host is connected: its kernel caches blocks that would change under it.
+    private func resetClone(_ r: ControlRequest, delete: Bool) throws(ControlError) -> ControlResponse {
+        let nqn = try ConfigEditor.required(r.subsystem, "--subsystem")
+        let nsid = try ConfigEditor.required(r.nsid, "--nsid")
+        let host = try ConfigEditor.required(r.host, "host NQN")
+        guard let set = server.clones(subsystem: nqn, nsid: nsid) else { throw ControlError("\(nqn) has no clone namespace \(nsid)") }
+        if server.target.liveControllers.contains(where: { $0.subsystem.nqn == nqn && $0.hostNQN == host }) {
+            throw ControlError("\(host) is connected to \(nqn): disconnect it first (nvme disconnect on that host, or fathomctl host deny)")
+        }
+        do {
+            try set.reset(host: host, delete: delete)
+        } catch {
+            throw ControlError("\(error)")
+        }
+        var response = ControlResponse(ok: true)
+        response.changes = ["clone of \(host) in \(nqn) namespace \(nsid) \(delete ? "deleted" : "reset to its base")"]
         return response
     }
 

@@ -21,7 +21,7 @@ public struct DatasetBuilder {
     }
 
     /// Scans, builds, hashes, writes the manifest. Refuses unsafe trees before writing anything.
-    public func build() throws(DatasetError) -> DatasetManifest {
+    public func build() throws -> DatasetManifest {
         let tree = try DatasetTree.scan(source) { t in
             progress("scanned \(t.files) files, \(t.directories) directories, \(Self.size(t.bytes))")
         }
@@ -61,11 +61,15 @@ public struct DatasetBuilder {
             }
         }
         guard rename(temp, image) == 0 else { throw DatasetError("cannot rename \(temp) to \(image): \(String(cString: strerror(errno)))") }
-        let manifest = DatasetManifest(
+        var manifest = DatasetManifest(
             format: format.rawValue, image: String(image.split(separator: "/").last ?? Substring(image)), imageBytes: total,
             sha256: SHA256Digest.hex(digest), source: tree.root, files: tree.files, directories: tree.directories,
             symlinks: tree.symlinks, bytes: tree.bytes, created: ISO8601DateFormatter().string(from: Date()),
             builder: "fathomctl dataset build (\(format == .erofs ? "mkfs.erofs" : "mkfs.ext4"))")
+        if let ids = DatasetManifest.identifiers(sha256: manifest.sha256) {
+            manifest.namespaceUUID = DatasetManifest.text(ids.uuid, dashes: true)
+            manifest.namespaceNGUID = DatasetManifest.text(ids.nguid, dashes: false)
+        }
         let path = DatasetManifest.path(forImage: image)
         guard FileManager.default.createFile(atPath: path, contents: Data(manifest.encoded())) else {
             throw DatasetError("cannot write \(path)")

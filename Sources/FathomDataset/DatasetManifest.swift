@@ -19,6 +19,10 @@ public struct DatasetManifest: Codable, Sendable, Equatable {
     /// ISO 8601, UTC.
     public var created: String
     public var builder: String
+    /// The identifiers `dataset publish` gives the namespace (from `sha256`): hosts find the
+    /// device as /dev/disk/by-id/nvme-uuid.<uuid>.
+    public var namespaceUUID: String?
+    public var namespaceNGUID: String?
 
     public static func path(forImage image: String) -> String { image + ".manifest.json" }
 
@@ -28,7 +32,7 @@ public struct DatasetManifest: Codable, Sendable, Equatable {
         return ((try? [UInt8](encoder.encode(self))) ?? []) + [0x0A]
     }
 
-    public static func load(forImage image: String) throws(DatasetError) -> DatasetManifest {
+    public static func load(forImage image: String) throws -> DatasetManifest {
         let path = Self.path(forImage: image)
         guard let data = FileManager.default.contents(atPath: path) else {
             throw DatasetError("\(path) is missing: build the image with `fathomctl dataset build` (it writes the manifest)")
@@ -57,5 +61,15 @@ public struct DatasetManifest: Codable, Sendable, Equatable {
         uuid[6] = (uuid[6] & 0x0F) | 0x80
         uuid[8] = (uuid[8] & 0x3F) | 0x80
         return (Array(bytes[0..<16]), uuid)
+    }
+
+    /// Lower-case hex, with the 8-4-4-4-12 dashes of a UUID when `dashes`.
+    public static func text(_ id: [UInt8], dashes: Bool) -> String {
+        var out = ""
+        for (i, b) in id.enumerated() {
+            if dashes && [4, 6, 8, 10].contains(i) { out += "-" }
+            out += String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16)
+        }
+        return out
     }
 }

@@ -163,34 +163,48 @@ extension FathomServer {
     /// Opens the backend of one configured namespace. Errors name the namespace and its path.
     static func openNamespace(_ ns: TargetConfig.NamespaceSpec, subsystem: String, stateDirectory: String?, logger: Logger,
                               reservations: ReservationState? = nil, opener: BackendOpener? = nil) throws -> Namespace {
-        let backend: BlockBackend
+        let storage: StorageNamespace
         var label = ns.path
         do {
             if let custom = try opener?(ns) {
-                backend = custom
+                storage = StorageNamespace(custom)
             } else {
                 switch ns.backend {
                 case .file:
-                    backend = try FileBackend(path: ns.path, readOnly: ns.readOnly, directIO: ns.directIO, blockSize: ns.blockSize)
+                    storage = StorageNamespace(try FileBackend(path: ns.path, readOnly: ns.readOnly, directIO: ns.directIO, blockSize: ns.blockSize))
                 case .memory:
-                    backend = try MemoryBackend(bytes: ns.size, blockSize: ns.blockSize, readOnly: ns.readOnly)
+                    storage = StorageNamespace(try MemoryBackend(bytes: ns.size, blockSize: ns.blockSize, readOnly: ns.readOnly))
                     label = "memory:\(ns.size)"
                 case .null:
-                    backend = NullBackend(bytes: ns.size, blockSize: ns.blockSize, readOnly: ns.readOnly)
+                    storage = StorageNamespace(NullBackend(bytes: ns.size, blockSize: ns.blockSize, readOnly: ns.readOnly))
                     label = "null:\(ns.size)"
+                case .clone:
+                    let nguid = UUIDText.format(ns.nguid, dashes: false)
+                    guard let directory = ns.overlayDirectory ?? stateDirectory.map({ "\($0)/clones/\(nguid)" }) else {
+                        throw ServerError(message: "clone overlays need device.overlay_dir or a writable --state-dir")
+                    }
+                    let base = try CloneBase(path: ns.path, blockSize: ns.blockSize, identity: nguid)
+                    storage = StorageNamespace(clones: try CloneSet(base: base, directory: directory, nsid: ns.nsid))
+                    label = "clone:\(ns.path) overlays in \(directory)"
                 }
             }
         } catch {
             throw ServerError(message: "subsystem \(subsystem) namespace \(ns.nsid): device.path = \"\(ns.path)\": \(error)")
         }
+        let backend = storage.store
         logger.info("namespace ready", metadata: [
             "subsystem": "\(subsystem)", "nsid": "\(ns.nsid)", "backend": "\(label)",
             "blocks": "\(backend.blockCount)", "block_size": "\(1 << backend.blockSizeShift)", "readonly": "\(ns.readOnly)"])
         let state = reservations ?? ReservationState(
             persistencePath: stateDirectory.map { "\($0)/reservations-\(UUIDText.format(ns.nguid, dashes: false))" })
         return Namespace(nsid: ns.nsid, nguid: ns.nguid, uuid: ns.uuid, readOnly: ns.readOnly,
-                         backend: StorageNamespace(backend), label: label, reservations: state,
+                         backend: storage, label: label, reservations: state,
                          visibleHosts: ns.visibleHosts.map(Set.init), anaGroupID: ns.anaGroupID, eui64: ns.eui64)
+    }
+
+    /// The clones of a clone namespace (fathomctl clone list/reset/delete).
+    public func clones(subsystem: String, nsid: UInt32) -> CloneSet? {
+        (target.subsystem(subsystem)?.namespace(nsid)?.backend as? StorageNamespace)?.clones
     }
 
     /// True when a file-backed namespace's backing file no longer has the size in use.

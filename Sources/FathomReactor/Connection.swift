@@ -1,4 +1,5 @@
 import CLiburing
+import FathomStorage
 import FathomTarget
 import Logging
 import NVMeWire
@@ -30,6 +31,8 @@ final class Connection {
 
     // Queue, set by Connect.
     var controller: Controller?
+    /// The last clone namespace's backend for this connection's host (see `cloneBackend`).
+    var cachedClone: (set: CloneSet, backend: BlockBackend)?
     var queueID: UInt16 = 0
     var queueSize = 0
     var sqHead: UInt16 = 0

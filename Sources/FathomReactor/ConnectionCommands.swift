@@ -140,6 +140,15 @@ extension Connection {
             // can be after the host saw it and reused the command ID.
             slots.grow(to: 2 * sqsize + 1)
             if queueID == 0 {
+                // A host's clones are created on its first connect (not its first write), so
+                // a full disk shows at once in the log rather than as I/O errors later.
+                for ns in ctrl.visibleNamespaces {
+                    if let clones = (ns.backend as? StorageNamespace)?.clones,
+                       let failed = clones.backend(for: ctrl.hostNQN) as? FailingBackend {
+                        logger.error("cannot open the clone of \(ctrl.hostNQN)", metadata: [
+                            "subsystem": "\(ctrl.subsystem.nqn)", "nsid": "\(ns.nsid)", "reason": "\(failed.reason ?? "?")"])
+                    }
+                }
                 let reactor = self.reactor
                 ctrl.setEventRoute(Controller.EventRoute(
                     run: { work in reactor.post(work) },

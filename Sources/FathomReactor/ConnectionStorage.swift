@@ -16,7 +16,18 @@ import Glibc
 extension Connection {
     @inline(__always)
     private func backend(_ i: Int) -> BlockBackend {
-        unsafeDowncast(slots[i].pointee.namespace!.backend as AnyObject, to: StorageNamespace.self).store
+        let ns = unsafeDowncast(slots[i].pointee.namespace!.backend as AnyObject, to: StorageNamespace.self)
+        guard let clones = ns.clones else { return ns.store }
+        return cloneBackend(clones)
+    }
+
+    /// This host's clone of a clone namespace, cached for the connection (one lookup per
+    /// connection and namespace, not per command).
+    private func cloneBackend(_ clones: CloneSet) -> BlockBackend {
+        if let c = cachedClone, c.set === clones { return c.backend }
+        let b = clones.backend(for: controller!.hostNQN)
+        cachedClone = (clones, b)
+        return b
     }
 
     /// Starts one backend operation for slot `i`; inline backends finish it at once.

@@ -6,7 +6,16 @@ import FathomTarget
 /// without a dynamic cast).
 final class StorageNamespace: NamespaceBackend {
     let store: BlockBackend
-    init(_ store: BlockBackend) { self.store = store }
+    /// A clone namespace's per-host backends (`store` is then only its geometry).
+    let clones: CloneSet?
+    init(_ store: BlockBackend) {
+        self.store = store
+        clones = nil
+    }
+    init(clones: CloneSet) {
+        self.store = clones.template
+        self.clones = clones
+    }
     var blockCount: UInt64 { store.blockCount }
     var blockSizeShift: UInt8 { store.blockSizeShift }
     func allocatedBlocks() -> UInt64 { store.allocatedBlocks() }

@@ -28,8 +28,9 @@ struct DatasetCommand: ParsableCommand {
                 let m = try builder.build()
                 print("\(output): \(m.format), \(m.imageBytes) bytes, \(m.files) files, sha256 \(m.sha256)")
                 print("manifest: \(DatasetManifest.path(forImage: output))")
+                if let uuid = m.namespaceUUID { print("hosts will find it as /dev/disk/by-id/nvme-uuid.\(uuid)") }
             } catch {
-                throw ValidationError.failure(error.message)
+                throw ValidationError.failure("\(error)")
             }
         }
     }

@@ -17,7 +17,7 @@ struct FathomCtl: ParsableCommand {
             until `fathomctl save` writes them to its config file.
             """,
         subcommands: [Status.self, SubsystemCommand.self, NamespaceCommand.self, HostCommand.self, PortCommand.self,
-                      ReferralCommand.self, Connections.self, Save.self, DatasetCommand.self])
+                      ReferralCommand.self, Connections.self, Save.self, DatasetCommand.self, CloneCommand.self])
 
     /// `--socket PATH` and `--json` are accepted before the subcommand too (`fathomctl --json
     /// status`): they are moved behind it, where every leaf command declares them.

@@ -66,6 +66,8 @@ struct NamespaceCommand: ParsableCommand {
         @Option(help: "Backing file or block device.") var path: String?
         @Option(help: "A RAM namespace of this size (e.g. 1G) instead of --path.") var memory: String?
         @Option(help: "A null namespace of this size (reads zeros, discards writes; for benchmarks).") var null: String?
+        @Option(help: "A clone namespace of this read-only base: every host writes to its own copy-on-write overlay.") var cloneOf: String?
+        @Option(help: "Where a clone's per-host overlays live (default: under fathomd's --state-dir).") var overlayDir: String?
         @Flag(help: "Export write-protected (shared read-only datasets).") var readonly = false
         @Option(help: "UUID (default: derived from the subsystem NQN and NSID).") var uuid: String?
         @Option(help: "NGUID (default: derived).") var nguid: String?
@@ -73,8 +75,8 @@ struct NamespaceCommand: ParsableCommand {
         @Option(help: "ANA group (default 1; others must exist on a port, see `port ana`).") var anaGroup: UInt32?
 
         func validate() throws {
-            guard [path, memory, null].compactMap({ $0 }).count == 1 else {
-                throw ValidationError("give exactly one of --path, --memory or --null")
+            guard [path, memory, null, cloneOf].compactMap({ $0 }).count == 1 else {
+                throw ValidationError("give exactly one of --path, --memory, --null or --clone-of")
             }
         }
 
@@ -85,6 +87,7 @@ struct NamespaceCommand: ParsableCommand {
             r.path = path
             if let memory { r.backend = "memory"; r.size = memory }
             if let null { r.backend = "null"; r.size = null }
+            if let cloneOf { r.backend = "clone"; r.path = cloneOf; r.overlayDirectory = overlayDir }
             r.readonly = readonly
             r.uuid = uuid
             r.nguid = nguid

@@ -163,3 +163,69 @@ test_publish() {
     run 60 nvme disconnect -n "$PUBLISHED_NQN"
     while [ -n "$(our_ctrls "$PUBLISHED_NQN")" ] && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
 }
+
+# A clone namespace of the dataset's ext4 image ($CLONE_NQN, made by the host with
+# `fathomctl namespace add --clone-of`): this host mounts it read-write, writes a file,
+# remounts and reconnects (the file stays); another host NQN then sees the base unchanged.
+CLONE_NQN=${CLONE_NQN:-}
+CLONE_MNT=/mnt/clone
+clone_connect() {  # [HOST_UUID]: as this host, or as another one (see ds_connect)
+    local opts
+    if [ -n "${1:-}" ]; then
+        opts="nqn=$CLONE_NQN,transport=tcp,traddr=$TARGET_ADDR,trsvcid=$TARGET_PORT"
+        opts="$opts,hostnqn=nqn.2014-08.org.nvmexpress:uuid:$1,hostid=$1,ctrl_loss_tmo=30"
+        echo -n "$opts" > /dev/nvme-fabrics || return 1
+    else
+        run 60 nvme connect -t tcp -a "$TARGET_ADDR" -s "$TARGET_PORT" -n "$CLONE_NQN" --ctrl-loss-tmo=30 >&2 || return 1
+    fi
+    wait_nsdev 1 "$CLONE_NQN" 20
+}
+clone_disconnect() {
+    local i=0
+    run 60 nvme disconnect -n "$CLONE_NQN" >/dev/null
+    while [ -n "$(our_ctrls "$CLONE_NQN")" ] && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
+}
+clone_umount() {
+    local i=0
+    until umount "$CLONE_MNT" 2>/dev/null; do i=$((i + 1)); [ $i -lt 10 ] || return 1; sleep 0.5; done
+}
+test_clone() {
+    local L=clone dev token got
+    [ -n "$CLONE_NQN" ] || { fail "[$L] the host made no clone namespace (see the kernel-e2e log)"; return; }
+    mkdir -p "$CLONE_MNT"
+    grep -qw ext4 /proc/filesystems || run 30 modprobe ext4
+    dev=$(clone_connect) || { fail "[$L] connect to $CLONE_NQN"; return; }
+    [ "$(blockdev --getro "$dev")" = 0 ] && pass "[$L] $dev is writable" || fail "[$L] $dev is read-only"
+    if ! run 30 mount -t ext4 "$dev" "$CLONE_MNT"; then
+        fail "[$L] mount -t ext4 $dev (read-write): $(head -n1 /tmp/out)"; clone_disconnect; return
+    fi
+    sed "s|  \./|  $CLONE_MNT/|" /tmp/dataset.sha256 > /tmp/clone.sha256
+    run 120 sha256sum -c /tmp/clone.sha256 >/dev/null && pass "[$L] the clone shows the base's $(grep -c ': OK$' /tmp/out) files" \
+        || fail "[$L] base files differ in the clone"
+    token="fathom-clone-$(cat /proc/sys/kernel/random/uuid)"
+    echo "$token" > "$CLONE_MNT/written-by-host-1.txt"
+    rm -f "$CLONE_MNT/README"
+    sync
+    clone_umount || fail "[$L] umount"
+    run 30 mount -t ext4 "$dev" "$CLONE_MNT"
+    got=$(cat "$CLONE_MNT/written-by-host-1.txt" 2>/dev/null)
+    [ "$got" = "$token" ] && [ ! -e "$CLONE_MNT/README" ] && pass "[$L] after remount: the written file is there, the deleted one gone" \
+        || fail "[$L] after remount: '$got' (want $token)"
+    clone_umount
+    clone_disconnect
+    # Same host, new connection: its clone persists on the target.
+    if dev=$(clone_connect) && run 30 mount -t ext4 "$dev" "$CLONE_MNT"; then
+        got=$(cat "$CLONE_MNT/written-by-host-1.txt" 2>/dev/null)
+        [ "$got" = "$token" ] && pass "[$L] after reconnect: this host's clone still has its file" || fail "[$L] after reconnect: '$got'"
+        clone_umount
+    else fail "[$L] reconnect + mount"; fi
+    clone_disconnect
+    # Another host NQN gets its own clone: the base, without host 1's changes.
+    if dev=$(clone_connect "$(cat /proc/sys/kernel/random/uuid)") && run 30 mount -t ext4 -o ro,noload "$dev" "$CLONE_MNT"; then
+        if [ ! -e "$CLONE_MNT/written-by-host-1.txt" ] && [ -e "$CLONE_MNT/README" ]; then
+            pass "[$L] a second host sees the base unchanged (no file of host 1, README still there)"
+        else fail "[$L] a second host sees host 1's changes"; fi
+        clone_umount
+    else fail "[$L] second host connect + mount"; fi
+    clone_disconnect
+}

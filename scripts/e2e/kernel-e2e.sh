@@ -25,7 +25,7 @@
 # Logs of the last run: <repo>/.build-e2e/last-run/ (console, fathomd, results).
 # Env: E2E_OUT (artifact dir), E2E_TIMEOUT (guest timeout, s), FIO_* (sizes),
 #      E2E_EXTRA_TESTS (guest test functions after the core sessions, default
-#      "test_dataset test_publish test_io_cmds test_hotplug test_acl test_crash"), E2E_SKIP_CORE=1 (skip the
+#      "test_dataset test_publish test_clone test_io_cmds test_hotplug test_acl test_crash"), E2E_SKIP_CORE=1 (skip the
 #      plain/digest fio sessions), IO_CMDS, HOTPLUG_TIMEOUT (see guest files).
 set -euo pipefail
 
@@ -252,13 +252,23 @@ else
         log "FAIL: fathomctl dataset build/publish: $(tail -n3 "$PUBLISH_LOG" | tr '\n' ' ')"; HOST_RC=1; PUBLISHED_NQN=
     fi
 
+    # --- 4c. a clone namespace of the dataset image (test_clone writes to it) -----------
+    CLONE_NQN=nqn.2026-11.io.fathom:clones
+    if "$FATHOMCTL" --socket "$CONTROL_SOCKET" subsystem add "$CLONE_NQN" --allow-any-host --port 1 >> "$PUBLISH_LOG" 2>&1 &&
+       "$FATHOMCTL" --socket "$CONTROL_SOCKET" namespace add --subsystem "$CLONE_NQN" --clone-of "$TMP/dataset.img" \
+            --overlay-dir "$TMP/overlays" >> "$PUBLISH_LOG" 2>&1; then
+        log "PASS: fathomctl namespace add --clone-of $TMP/dataset.img"
+    else
+        log "FAIL: clone namespace: $(tail -n2 "$PUBLISH_LOG" | tr '\n' ' ')"; HOST_RC=1; CLONE_NQN=
+    fi
+
     # --- 5. guest --------------------------------------------------------------------
     ACK_PORT=$(free_port) || { log "no free port"; exit 1; }
     {
         printf 'TARGET_PORT=%s\nSUBNQN=%s\nDATASET_NQN=%s\nACK_PORT=%s\nDISCOVERY_PORT=%s\n' \
             "$PORT" "$SUBNQN" "$DATASET_NQN" "$ACK_PORT" "$DISCOVERY_PORT"
-        printf 'PUBLISHED_NQN=%s\nPUBLISHED_NGUID=%s\n' "$PUBLISHED_NQN" "$PUBLISHED_NGUID"
-        guest_vars "test_dataset test_publish test_io_cmds test_hotplug test_acl test_crash"
+        printf 'PUBLISHED_NQN=%s\nPUBLISHED_NGUID=%s\nCLONE_NQN=%s\n' "$PUBLISHED_NQN" "$PUBLISHED_NGUID" "$CLONE_NQN"
+        guest_vars "test_dataset test_publish test_clone test_io_cmds test_hotplug test_acl test_crash"
         # Expected dataset sums, as a file in the guest (names are ours: no quoting issues).
         echo "cat > /tmp/dataset.sha256 <<'DATASET_SUMS'"; cat "$TMP/dataset.sha256"; echo DATASET_SUMS
         guest_files
@@ -272,6 +282,15 @@ else
     run_guest || GUEST_RC=$?
     stop_watcher
     cp "$CONFIG" "$RUN_DIR/config-final.json"
+    # The guest's clone writes live in its own overlay on the target.
+    if [[ -n $CLONE_NQN ]] && [[ " ${E2E_EXTRA_TESTS-test_clone} " == *" test_clone "* ]]; then
+        clones=$("$FATHOMCTL" --socket "$CONTROL_SOCKET" --json clone list --subsystem "$CLONE_NQN" 2>&1 || true)
+        written=$(jq '[.clones[] | select(.writtenBytes > 0)] | length' <<< "$clones" 2>/dev/null || echo 0)
+        total=$(jq '.clones | length' <<< "$clones" 2>/dev/null || echo 0)
+        if [[ $total -ge 2 && $written -ge 1 ]]; then
+            log "PASS: fathomctl clone list: $total clones, $written with writes ($(jq -r '[.clones[] | "\(.writtenBytes)"] | join(",")' <<< "$clones") bytes)"
+        else log "FAIL: fathomctl clone list: $clones"; TARGET_RC=1; fi
+    fi
 
     # --- target side: every controller the guest created was torn down again ------------
     # (I/O queues of a removed controller close on the reactors' 1 s tick.)

@@ -1,0 +1,64 @@
+import FathomConfig
+import FathomControl
+import Foundation
+import NVMeInitiator
+import NVMeWire
+import XCTest
+
+/// Clone namespaces over the wire: every host writes to its own copy of a shared base,
+/// created on its first connect; `clone list|reset|delete` through the control socket.
+final class CloneNamespaceTests: XCTestCase {
+    var h: ControlHarness!
+    let chunk = 65536
+
+    override func setUpWithError() throws { h = try ControlHarness() }
+    override func tearDown() { h.stop() }
+
+    func testEachHostWritesItsOwnCopyOfTheBase() throws {
+        let basePath = h.directory + "/base.img"
+        let baseBytes = (0..<(16 * chunk)).map { UInt8(truncatingIfNeeded: $0 / 512) }
+        FileManager.default.createFile(atPath: basePath, contents: Data(baseBytes))
+        let nqn = "nqn.2026-11.io.fathom.test:clones"
+        XCTAssertTrue(try h.send("subsystem.add") { $0.subsystem = nqn; $0.allowAnyHost = true; $0.ports = [1] }.ok)
+        let added = try h.send("namespace.add") {
+            $0.subsystem = nqn; $0.backend = "clone"; $0.path = basePath; $0.overlayDirectory = h.directory + "/overlays"
+        }
+        XCTAssertTrue(added.ok, added.error ?? "")
+
+        var a: HostController! = try h.connect(host: ControlHarness.hostA, subsystem: nqn)
+        let b = try h.connect(host: ControlHarness.hostB, subsystem: nqn)
+        // Both clones exist as soon as the hosts connected.
+        XCTAssertEqual(try h.send("clone.list").clones?.map(\.host), [ControlHarness.hostA, ControlHarness.hostB])
+        let mineA = [UInt8](repeating: 0xA1, count: 4096), mineB = [UInt8](repeating: 0xB2, count: 4096)
+        try a.write(lba: 9, data: mineA)
+        try b.write(lba: 9, data: mineB)
+        try a.flush()
+        XCTAssertTrue(try a.read(lba: 9, blocks: 8) == mineA)
+        XCTAssertTrue(try b.read(lba: 9, blocks: 8) == mineB)
+        XCTAssertTrue(try a.read(lba: 0, blocks: 9) == Array(baseBytes[0..<(9 * 512)]), "the rest of the chunk is the base")
+        XCTAssertTrue([UInt8](try Data(contentsOf: URL(fileURLWithPath: basePath))) == baseBytes, "the base never changes")
+        let id = try a.identify(cns: 0, nsid: 1)
+        XCTAssertEqual(id[99] & 0x1, 0, "NSATTR: writable")
+        XCTAssertEqual(id[33] & 0x7, 0, "DLFEAT: deallocated blocks read the base, not zeros")
+
+        let list = try h.send("clone.list").clones ?? []
+        XCTAssertEqual(list.first { $0.host == ControlHarness.hostA }?.writtenBytes, UInt64(chunk))
+        XCTAssertTrue(list.allSatisfy(\.connected))
+        let busy = try h.send("clone.reset") { $0.subsystem = nqn; $0.nsid = 1; $0.host = ControlHarness.hostA }
+        XCTAssertFalse(busy.ok)
+        XCTAssertTrue(busy.error?.contains("disconnect it first") ?? false, busy.error ?? "")
+
+        a = nil  // the host disconnects (its sockets close)
+        XCTAssertTrue(h.eventually { !h.server.target.liveControllers.contains { $0.hostNQN == ControlHarness.hostA && $0.subsystem.nqn == nqn } })
+        // Reconnecting keeps the host's data; a reset gives it the base back.
+        var again: HostController! = try h.connect(host: ControlHarness.hostA, subsystem: nqn)
+        XCTAssertTrue(try again.read(lba: 9, blocks: 8) == mineA, "the host's writes survive its reconnect")
+        again = nil
+        XCTAssertTrue(h.eventually { !h.server.target.liveControllers.contains { $0.hostNQN == ControlHarness.hostA && $0.subsystem.nqn == nqn } })
+        let reset = try h.send("clone.reset") { $0.subsystem = nqn; $0.nsid = 1; $0.host = ControlHarness.hostA }
+        XCTAssertTrue(reset.ok, reset.error ?? "")
+        let fresh = try h.connect(host: ControlHarness.hostA, subsystem: nqn)
+        XCTAssertTrue(try fresh.read(lba: 9, blocks: 8) == Array(baseBytes[(9 * 512)..<(17 * 512)]), "after a reset: the base")
+        XCTAssertTrue(try b.read(lba: 9, blocks: 8) == mineB, "host B's clone is untouched by A's reset")
+    }
+}

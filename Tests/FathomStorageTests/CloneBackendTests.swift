@@ -1,0 +1,120 @@
+import CLiburing
+@testable import FathomStorage
+import Foundation
+import XCTest
+
+/// The copy-on-write clone: reads fall through to the base, writes copy up whole chunks,
+/// deallocate hands chunks back, and the map reaches the disk only behind the data.
+final class CloneBackendTests: XCTestCase {
+    var dir: String!
+    var base: CloneBase!
+    let chunk = 1 << CloneBackend.chunkShift
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "fathom-clone-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        // 4 chunks of base data: byte i of the base is i % 251.
+        FileManager.default.createFile(atPath: dir + "/base.img", contents: Data((0..<(4 * chunk)).map { UInt8($0 % 251) }))
+        base = try CloneBase(path: dir + "/base.img", blockSize: 512, identity: "base-1")
+    }
+    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+
+    private func expectedBase(_ offset: Int, _ count: Int) -> [UInt8] { (offset..<(offset + count)).map { UInt8($0 % 251) } }
+
+    private func run(_ b: BlockBackend, _ op: StorageOperation) -> Int32 {
+        b.prepare(op, sqe: { fatalError("clone operations complete inline") })!
+    }
+
+    private func read(_ b: BlockBackend, _ offset: Int, _ count: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0xEE, count: count)
+        let r = out.withUnsafeMutableBytes { run(b, .read(buffer: $0.baseAddress!, length: count, offset: UInt64(offset))) }
+        XCTAssertEqual(r, Int32(count))
+        return out
+    }
+
+    private func write(_ b: BlockBackend, _ offset: Int, _ bytes: [UInt8], fua: Bool = false) {
+        var copy = bytes
+        let r = copy.withUnsafeMutableBytes { run(b, .write(buffer: $0.baseAddress!, length: bytes.count, offset: UInt64(offset), forceUnitAccess: fua)) }
+        XCTAssertEqual(r, Int32(bytes.count))
+    }
+
+    func testReadsFallThroughAndPartialWritesCopyUp() throws {
+        let c = try CloneBackend(base: base, host: "h1", overlayPath: dir + "/h1.overlay")
+        XCTAssertEqual(read(c, 100, 5000), expectedBase(100, 5000))
+        // 512 bytes in the middle of chunk 1: the rest of the chunk must still read as base.
+        write(c, chunk + 4096, [UInt8](repeating: 0xAB, count: 512))
+        var want = expectedBase(0, 4 * chunk)
+        want.replaceSubrange((chunk + 4096)..<(chunk + 4608), with: [UInt8](repeating: 0xAB, count: 512))
+        XCTAssertEqual(read(c, 0, 4 * chunk), want, "a read spanning base and overlay chunks")
+        XCTAssertEqual(c.writtenBytes, UInt64(chunk))
+        // The base file itself is untouched.
+        XCTAssertEqual([UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/base.img"))), expectedBase(0, 4 * chunk))
+    }
+
+    func testHostsSeeOnlyTheirOwnWrites() throws {
+        let a = try CloneBackend(base: base, host: "a", overlayPath: dir + "/a.overlay")
+        let b = try CloneBackend(base: base, host: "b", overlayPath: dir + "/b.overlay")
+        write(a, 0, [UInt8](repeating: 1, count: 4096))
+        write(b, 0, [UInt8](repeating: 2, count: 4096))
+        XCTAssertEqual(read(a, 0, 4096), [UInt8](repeating: 1, count: 4096))
+        XCTAssertEqual(read(b, 0, 4096), [UInt8](repeating: 2, count: 4096))
+        XCTAssertEqual(read(a, 4096, 4096), expectedBase(4096, 4096))
+    }
+
+    /// Without a flush the map never reached the disk: after a "crash" (the object dropped,
+    /// as a killed process would), the clone reads as the base. After a flush (or FUA) it
+    /// reads the host's data.
+    func testOnlyFlushedWritesSurviveACrash() throws {
+        var c: CloneBackend? = try CloneBackend(base: base, host: "h", overlayPath: dir + "/h.overlay")
+        write(c!, 0, [UInt8](repeating: 7, count: 1024))
+        c = nil
+        c = try CloneBackend(base: base, host: "h", overlayPath: dir + "/h.overlay")
+        XCTAssertEqual(read(c!, 0, 1024), expectedBase(0, 1024), "unflushed: base, never a half-copied chunk")
+        write(c!, 0, [UInt8](repeating: 8, count: 1024))
+        XCTAssertEqual(run(c!, .flush), 0)
+        write(c!, 2 * chunk, [UInt8](repeating: 9, count: 512), fua: true)
+        c = nil
+        c = try CloneBackend(base: base, host: "h", overlayPath: dir + "/h.overlay")
+        XCTAssertEqual(read(c!, 0, 1024), [UInt8](repeating: 8, count: 1024))
+        XCTAssertEqual(read(c!, 1024, 1024), expectedBase(1024, 1024))
+        XCTAssertEqual(read(c!, 2 * chunk, 512), [UInt8](repeating: 9, count: 512), "FUA persists too")
+    }
+
+    func testDeallocateReturnsWholeChunksToTheBaseAndWriteZeroesZeroes() throws {
+        let c = try CloneBackend(base: base, host: "h", overlayPath: dir + "/h.overlay")
+        write(c, 0, [UInt8](repeating: 5, count: 2 * chunk))
+        // Half a chunk: advisory, kept. One whole chunk: back to the base.
+        XCTAssertEqual(run(c, .deallocate(offset: UInt64(chunk / 2), length: UInt64(chunk + chunk / 2))), 0)
+        XCTAssertEqual(read(c, 0, chunk), [UInt8](repeating: 5, count: chunk))
+        XCTAssertEqual(read(c, chunk, chunk), expectedBase(chunk, chunk))
+        XCTAssertEqual(run(c, .writeZeroes(offset: UInt64(3 * chunk + 512), length: 1024, deallocate: true)), 0)
+        XCTAssertEqual(read(c, 3 * chunk + 512, 1024), [UInt8](repeating: 0, count: 1024))
+        XCTAssertEqual(read(c, 3 * chunk, 512), expectedBase(3 * chunk, 512))
+        XCTAssertFalse(c.deallocatedReadsZero)
+    }
+
+    func testAMapOfAnotherBaseIsRefusedAndResetForgetsWrites() throws {
+        let c = try CloneBackend(base: base, host: "h", overlayPath: dir + "/h.overlay")
+        write(c, 0, [UInt8](repeating: 3, count: 512), fua: true)
+        let other = try CloneBase(path: dir + "/base.img", blockSize: 512, identity: "base-2")
+        XCTAssertThrowsError(try CloneBackend(base: other, host: "h", overlayPath: dir + "/h.overlay")) { e in
+            XCTAssertTrue("\(e)".contains("does not match its base"), "\(e)")
+        }
+        XCTAssertEqual(c.reset(), 0)
+        XCTAssertEqual(read(c, 0, 512), expectedBase(0, 512))
+        XCTAssertEqual(c.writtenBytes, 0)
+    }
+
+    func testCloneSetCreatesPerHostClonesAndListsThemFromDisk() throws {
+        let set = try CloneSet(base: base, directory: dir + "/overlays/ns", nsid: 1)
+        write(set.backend(for: "nqn.host:a"), 0, [UInt8](repeating: 1, count: 512), fua: true)
+        _ = set.backend(for: "nqn.host:b")
+        XCTAssertEqual(set.list().map(\.host), ["nqn.host:a", "nqn.host:b"])
+        // A new set (a restart) finds them on disk.
+        let again = try CloneSet(base: base, directory: dir + "/overlays/ns", nsid: 1)
+        XCTAssertEqual(again.list().map(\.host), ["nqn.host:a", "nqn.host:b"])
+        try again.reset(host: "nqn.host:b", delete: true)
+        XCTAssertEqual(again.list().map(\.host), ["nqn.host:a"])
+        XCTAssertEqual(read(again.backend(for: "nqn.host:a"), 0, 512), [UInt8](repeating: 1, count: 512))
+    }
+}
