@@ -243,7 +243,7 @@ else
     if "$FATHOMCTL" dataset build "$TMP/dataset-src" -o "$TMP/published.erofs" --format erofs > "$PUBLISH_LOG" 2>&1 &&
        "$FATHOMCTL" --socket "$CONTROL_SOCKET" dataset publish "$TMP/published.erofs" --subsystem "$PUBLISHED_NQN" >> "$PUBLISH_LOG" 2>&1; then
         PUBLISHED_NGUID=$(jq -r .sha256 "$TMP/published.erofs.manifest.json" | cut -c1-32)
-        log "PASS: fathomctl dataset build + publish: $(tail -n1 "$PUBLISH_LOG")"
+        log "PASS: fathomctl dataset build + publish: $(grep -m1 "sha256" "$PUBLISH_LOG")"
         if again=$("$FATHOMCTL" --socket "$CONTROL_SOCKET" dataset publish "$TMP/published.erofs" --subsystem "$PUBLISHED_NQN" 2>&1) &&
            [[ $again == *"no change"* ]]; then
             log "PASS: publishing the same image again changes nothing"
