@@ -100,6 +100,7 @@ extension TargetConfig {
         guard low <= high else { throw ConfigError("\(key).cntlid_min", "\"\(low)\"", "is above cntlid_max (\(high))") }
         spec.controllerIDs = UInt16(low)...UInt16(high)
         spec.maxIOQueues = try number(attr["qid_max"], key: "\(key).qid_max", range: 1...128)
+        spec.maxControllers = try number(attr["max_controllers"], key: "\(key).max_controllers", range: 1...0xFFEF)
         if let pi = attr["pi_enable"], pi.bool != false {
             throw ConfigError("\(key).pi_enable", pi.description, "must be 0: Fathom does not support protection information")
         }

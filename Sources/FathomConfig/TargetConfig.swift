@@ -51,6 +51,8 @@ public struct TargetConfig: Sendable, Equatable {
         public var controllerIDs: ClosedRange<UInt16> = 1...0xFFEF
         /// attr.qid_max (nil: 128).
         public var maxIOQueues: Int? = nil
+        /// attr.max_controllers (Fathom; nil: the daemon's limit).
+        public var maxControllers: Int? = nil
         public var allowAnyHost: Bool
         public var allowedHosts: [String]
         public var namespaces: [NamespaceSpec]

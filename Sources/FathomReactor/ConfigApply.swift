@@ -149,6 +149,7 @@ extension FathomServer {
         id.version = spec.version
         id.controllerIDs = spec.controllerIDs
         id.maxIOQueues = spec.maxIOQueues
+        id.maxControllers = spec.maxControllers
         return id
     }
 

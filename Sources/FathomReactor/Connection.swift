@@ -86,6 +86,8 @@ final class Connection {
     var inflight = 0
     var closeReason = ""
     let createdAtMs = MonotonicClock.nowMs()
+    /// When a PDU header or payload last finished arriving (see `pduOverdue`).
+    var lastPDUProgressMs = MonotonicClock.nowMs()
 
     static let controlItem: Int32 = -1
     static let r2tFlag: Int32 = 1 << 30

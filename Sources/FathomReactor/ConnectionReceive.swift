@@ -85,6 +85,7 @@ extension Connection {
                 guard available >= PDUHeader.size else { return }
                 let p = UnsafeRawPointer(staging + rxStart)
                 if !parseHeader(p, available: available) { return }
+                lastPDUProgressMs = reactor.nowMs
             }
         }
     }
@@ -250,7 +251,15 @@ extension Connection {
         }
     }
 
+    /// True when part of a PDU has been waiting for the rest longer than `timeoutMs`: a host
+    /// trickling a header or payload (slowloris) must not hold the connection's buffers.
+    func pduOverdue(nowMs: Int64, timeoutMs: Int64) -> Bool {
+        let partial = phase != .header || rxEnd > rxStart
+        return partial && nowMs - lastPDUProgressMs > timeoutMs
+    }
+
     private func payloadComplete() {
+        lastPDUProgressMs = reactor.nowMs
         let i = payloadSlot
         payloadDest = nil
         switch payloadKind {

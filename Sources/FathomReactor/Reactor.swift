@@ -286,6 +286,12 @@ final class Reactor {
             } else if nowMs - c.createdAtMs > 30_000 {
                 c.close("no Connect within 30 s")
             }
+            if c.state != .closing && c.pduOverdue(nowMs: nowMs, timeoutMs: settings.pduTimeoutMs) {
+                logger.warning("closing a connection whose PDU is incomplete after \(settings.pduTimeoutMs / 1000) s",
+                               metadata: ["peer": "\(c.peer)"])
+                c.close("PDU incomplete for \(settings.pduTimeoutMs / 1000) s")
+                continue
+            }
             c.checkR2TDeadline(nowMs: nowMs, timeoutMs: settings.r2tTimeoutMs)
         }
         if stopping {

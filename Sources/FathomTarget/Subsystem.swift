@@ -22,6 +22,8 @@ public final class Subsystem {
         public var controllerIDs: ClosedRange<UInt16> = 1...0xFFEF
         /// Most I/O queues per controller (nvmet's qid_max; nil: the target's limit).
         public var maxIOQueues: Int? = nil
+        /// Most controllers at once (Fathom's max_controllers; nil: the target's limit).
+        public var maxControllers: Int? = nil
 
         public init(serial: String, model: String) {
             self.serial = serial

@@ -102,6 +102,19 @@ public final class Target {
                 return invalidData(256)
             }
             guard subsystem.allows(host: request.hostNQN) else { return .rejected(.connectInvalidHost, dw0: 1 << 16 | 512) }
+            // Limits: one host cannot take every connection, one subsystem every controller.
+            if request.hostNQN != NQN.discovery {
+                let queues = st.controllers.values.reduce(0) { n, c in
+                    c.hostNQN == request.hostNQN ? n + 1 + (st.connectedQueues[c.id]?.count ?? 0) : n
+                }
+                guard queues < settings.maxQueuesPerHost else { return .rejected(.connectControllerBusy, dw0: 0) }
+            }
+            if qid == 0 && subsystem.kind == .nvm {
+                let limit = min(subsystem.identity.maxControllers ?? settings.maxControllersPerSubsystem, settings.maxControllersPerSubsystem)
+                guard st.controllers.values.filter({ $0.subsystem === subsystem }).count < limit else {
+                    return .rejected(.connectControllerBusy, dw0: 0)
+                }
+            }
             if qid == 0 {
                 guard request.controllerID == 0xFFFF else { return invalidData(16) }
                 guard sqsize < 4096 else { return invalidSQE(44) }

@@ -27,6 +27,14 @@ public struct TargetSettings: Sendable {
     public var r2tTimeoutMs: Int64 = 30_000
     /// Connections accepted at once, all ports together; more are closed at accept.
     public var maxConnections = 4096
+    /// Queues (admin + I/O, all controllers) one host NQN may have connected at once, so a
+    /// single host cannot use up `maxConnections`; more fail Connect with Controller Busy.
+    public var maxQueuesPerHost = 1024
+    /// Controllers one subsystem may have at once (a subsystem's `max_controllers` may lower it).
+    public var maxControllersPerSubsystem = 1024
+    /// How long one PDU may take to arrive once it has started (a header or payload trickled
+    /// a byte at a time holds a buffer; after this the connection is closed).
+    public var pduTimeoutMs: Int64 = 30_000
 
     public init() {}
 

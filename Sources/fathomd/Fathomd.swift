@@ -52,6 +52,15 @@ struct Fathomd: ParsableCommand {
     @Option(name: .customLong("in-capsule-kib"), help: "In-capsule data size of I/O queues, in KiB (IOCCSZ).")
     var inCapsuleKiB: Int = 16
 
+    @Option(name: .long, help: "Connections accepted at once, all ports together.")
+    var maxConnections: Int = 4096
+
+    @Option(name: .long, help: "Queues (admin + I/O) one host NQN may have connected at once.")
+    var maxQueuesPerHost: Int = 1024
+
+    @Option(name: .long, help: "Controllers one subsystem may have at once (a subsystem's attr max_controllers may lower it).")
+    var maxControllersPerSubsystem: Int = 1024
+
     @Option(name: .long, help: "Directory for state that survives restarts (reservations with PTPL).")
     var stateDir = "/var/lib/fathom"
 
@@ -70,6 +79,9 @@ struct Fathomd: ParsableCommand {
             throw ValidationError("--cpu-affinity \(list) is not a comma-separated list of CPU numbers")
         }
         guard (4...4096).contains(maxH2CDataKiB) else { throw ValidationError("--max-h2c-data-kib must be between 4 and 4096") }
+        guard maxConnections >= 1, maxQueuesPerHost >= 2, maxControllersPerSubsystem >= 1 else {
+            throw ValidationError("--max-connections must be at least 1, --max-queues-per-host at least 2, --max-controllers-per-subsystem at least 1")
+        }
         guard (0...512).contains(inCapsuleKiB) else { throw ValidationError("--in-capsule-kib must be between 0 and 512 (the largest transfer)") }
     }
 
@@ -107,6 +119,9 @@ struct Fathomd: ParsableCommand {
         var settings = TargetSettings()
         settings.maxH2CData = maxH2CDataKiB * 1024
         settings.ioInCapsuleDataSize = inCapsuleKiB * 1024
+        settings.maxConnections = maxConnections
+        settings.maxQueuesPerHost = maxQueuesPerHost
+        settings.maxControllersPerSubsystem = maxControllersPerSubsystem
         if mkdir(stateDir, 0o700) == 0 || errno == EEXIST, access(stateDir, W_OK) == 0 {
             settings.stateDirectory = stateDir
         } else {

@@ -50,7 +50,7 @@ final class NvmetcliConfigTests: XCTestCase {
                     "param": {"max_queue_size": "256", "inline_data_size": "8192"},
                     "referrals": [{"addr": {"adrfam": "ipv4", "portid": "4", "traddr": "192.0.2.7", "treq": "not specified", "trsvcid": "8009",
                                             "trtype": "tcp"}, "name": "rack2"}]}],
-         "subsystems": [{"nqn": "nqn.2026-11.io.fathom:x", "attr": {"cntlid_min": "10", "cntlid_max": "20", "qid_max": "4", "version": "1.2"}}]}
+         "subsystems": [{"nqn": "nqn.2026-11.io.fathom:x", "attr": {"cntlid_min": "10", "cntlid_max": "20", "qid_max": "4", "version": "1.2", "max_controllers": "8"}}]}
         """
         let c = try TargetConfig.parse(json: Array(json.utf8))
         XCTAssertEqual(c.discoveryNQN, "nqn.2026-11.io.fathom:discovery-a")
@@ -62,6 +62,7 @@ final class NvmetcliConfigTests: XCTestCase {
         XCTAssertEqual(c.subsystems[0].controllerIDs, 10...20)
         XCTAssertEqual(c.subsystems[0].maxIOQueues, 4)
         XCTAssertEqual(c.subsystems[0].version, 0x0001_0200)
+        XCTAssertEqual(c.subsystems[0].maxControllers, 8)
     }
 
     func testANAGroupsEUI64AndBufferedIO() throws {

@@ -62,4 +62,45 @@ final class HostileHostTests: XCTestCase {
         XCTAssertTrue(harness.eventually { (try? QueuePair(host: "127.0.0.1", port: self.harness.port, queueID: 0)) != nil })
         XCTAssertEqual(held.count, 2)
     }
+
+    /// Slowloris: a command header trickled and never finished. The connection is closed
+    /// once the PDU has been incomplete longer than the deadline; other hosts carry on.
+    func testTrickledPDUIsCutOffOnADeadline() throws {
+        var settings = TargetSettings()
+        settings.pduTimeoutMs = 1000
+        harness = try TargetHarness(settings: settings)
+        let slow = try harness.controller(queues: 1)
+        let other = try harness.controller(queues: 1, hostNQN: "nqn.2014-08.org.nvmexpress:uuid:0000aaaa-0000-4000-8000-000000000009")
+        // 20 of a capsule command's 72 header bytes, one at a time.
+        for b in [UInt8(0x04), 0, 72, 0, 72, 0, 0, 0] + [UInt8](repeating: 0, count: 12) {
+            try slow.ioQueues[0].socket.send([b])
+            usleep(20_000)
+        }
+        XCTAssertTrue(slow.ioQueues[0].socket.waitForClose(seconds: 5), "closed within the deadline plus a tick")
+        let data = pattern(4096, seed: 3)
+        try other.write(lba: 100, data: data)
+        XCTAssertEqual(try other.read(lba: 100, blocks: 8), data)
+    }
+
+    /// One host cannot take every queue; one subsystem every controller.
+    func testPerHostQueueAndPerSubsystemControllerLimits() throws {
+        var settings = TargetSettings()
+        settings.maxQueuesPerHost = 3
+        settings.maxControllersPerSubsystem = 3
+        harness = try TargetHarness(settings: settings)
+        let greedy = try harness.controller(queues: 2)  // admin + 2 I/O queues: at the limit
+        XCTAssertThrowsError(try greedy.createIOQueues(1)) { e in
+            XCTAssertTrue("\(e)".contains("\(NVMeStatus.connectControllerBusy)") || "\(e)".lowercased().contains("busy"), "\(e)")
+        }
+        // Another host is not affected by the first one's limit.
+        let hosts = (1...2).map { "nqn.2014-08.org.nvmexpress:uuid:0000bbbb-0000-4000-8000-00000000000\($0)" }
+        var others = try hosts.map { try harness.controller(queues: 1, hostNQN: $0) }
+        // The subsystem now has 3 controllers: a fourth is refused until one leaves.
+        XCTAssertThrowsError(try harness.controller(queues: 0, hostNQN: "nqn.2014-08.org.nvmexpress:uuid:0000cccc-0000-4000-8000-000000000001"))
+        others.removeLast()
+        XCTAssertTrue(harness.eventually {
+            (try? self.harness.controller(queues: 0, hostNQN: "nqn.2014-08.org.nvmexpress:uuid:0000cccc-0000-4000-8000-000000000001")) != nil
+        })
+        XCTAssertEqual(others.count, 1)
+    }
 }
