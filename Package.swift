@@ -65,17 +65,20 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: swift5),
+        // Helpers shared by the integration test targets (test data, polling).
+        .target(name: "FathomTestSupport", path: "Tests/FathomTestSupport", swiftSettings: swift5),
         .testTarget(name: "NVMeWireTests", dependencies: ["NVMeWire"], swiftSettings: swift5),
         .testTarget(name: "FathomTargetTests", dependencies: ["FathomTarget", "NVMeWire", "CNVMeTypes"], swiftSettings: swift5),
         .testTarget(name: "FathomStorageTests", dependencies: ["FathomStorage", "CLiburing"], swiftSettings: swift5),
         .testTarget(name: "FathomConfigTests", dependencies: ["FathomConfig"], swiftSettings: swift5),
         .testTarget(
             name: "FathomReactorTests",
-            dependencies: ["FathomReactor", "FathomConfig", "FathomStorage", "CLiburing", "NVMeInitiator", "NVMeWire", "CNVMeTypes"],
+            dependencies: ["FathomReactor", "FathomConfig", "FathomStorage", "CLiburing", "NVMeInitiator", "NVMeWire", "CNVMeTypes",
+                           "FathomTestSupport"],
             swiftSettings: swift5),
         .testTarget(
             name: "FathomControlTests",
-            dependencies: ["FathomControl", "FathomConfig", "FathomReactor", "NVMeInitiator", "NVMeWire"],
+            dependencies: ["FathomControl", "FathomConfig", "FathomDataset", "FathomReactor", "NVMeInitiator", "NVMeWire", "FathomTestSupport"],
             swiftSettings: swift5),
         .testTarget(name: "FathomDatasetTests", dependencies: ["FathomDataset"], swiftSettings: swift5),
         .testTarget(name: "NVMeInitiatorTests", dependencies: ["NVMeInitiator", "NVMeWire"], swiftSettings: swift5),

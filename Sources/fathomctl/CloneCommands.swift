@@ -25,35 +25,32 @@ struct CloneCommand: ParsableCommand {
         }
     }
 
-    struct Reset: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Forget a host's writes: its clone reads as the base again (host must be disconnected).")
-        @OptionGroup var global: GlobalOptions
+    /// Which clone: subsystem, namespace, host.
+    struct Selection: ParsableArguments {
         @Option(help: "The subsystem NQN.") var subsystem: String
         @Option(help: "The clone namespace.") var nsid: UInt32
         @Argument(help: "The host NQN.") var host: String
 
-        func run() throws {
-            var r = ControlRequest("clone.reset")
+        func request(_ command: String) -> ControlRequest {
+            var r = ControlRequest(command)
             r.subsystem = subsystem
             r.nsid = nsid
             r.host = host
-            try global.run(r)
+            return r
         }
+    }
+
+    struct Reset: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Forget a host's writes: its clone reads as the base again (host must be disconnected).")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var clone: Selection
+        func run() throws { try global.run(clone.request("clone.reset")) }
     }
 
     struct Delete: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Remove a host's overlay files (host must be disconnected; a new clone is made on its next connect).")
         @OptionGroup var global: GlobalOptions
-        @Option(help: "The subsystem NQN.") var subsystem: String
-        @Option(help: "The clone namespace.") var nsid: UInt32
-        @Argument(help: "The host NQN.") var host: String
-
-        func run() throws {
-            var r = ControlRequest("clone.delete")
-            r.subsystem = subsystem
-            r.nsid = nsid
-            r.host = host
-            try global.run(r)
-        }
+        @OptionGroup var clone: Selection
+        func run() throws { try global.run(clone.request("clone.delete")) }
     }
 }

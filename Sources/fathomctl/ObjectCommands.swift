@@ -150,32 +150,31 @@ struct HostCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "host", abstract: "Allow or deny a host NQN on a subsystem.",
                                                     subcommands: [Allow.self, Deny.self])
 
-    struct Allow: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Let a host connect to a subsystem.")
-        @OptionGroup var global: GlobalOptions
+    /// A host on a subsystem.
+    struct Selection: ParsableArguments {
         @Option(help: "The subsystem NQN.") var subsystem: String
         @Argument(help: "The host NQN.") var host: String
 
-        func run() throws {
-            var r = ControlRequest("host.allow")
+        func request(_ command: String) -> ControlRequest {
+            var r = ControlRequest(command)
             r.subsystem = subsystem
             r.host = host
-            try global.run(r)
+            return r
         }
+    }
+
+    struct Allow: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Let a host connect to a subsystem.")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var selection: Selection
+        func run() throws { try global.run(selection.request("host.allow")) }
     }
 
     struct Deny: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Take a host off a subsystem's list; its controllers are disconnected.")
         @OptionGroup var global: GlobalOptions
-        @Option(help: "The subsystem NQN.") var subsystem: String
-        @Argument(help: "The host NQN.") var host: String
-
-        func run() throws {
-            var r = ControlRequest("host.deny")
-            r.subsystem = subsystem
-            r.host = host
-            try global.run(r)
-        }
+        @OptionGroup var selection: Selection
+        func run() throws { try global.run(selection.request("host.deny")) }
     }
 }
 

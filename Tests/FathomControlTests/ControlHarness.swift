@@ -1,6 +1,7 @@
 import FathomConfig
 import FathomControl
 import FathomReactor
+@_exported import FathomTestSupport
 import FoundationEssentials
 import Logging
 import NVMeInitiator
@@ -75,14 +76,6 @@ final class ControlHarness {
         return c
     }
 
-    /// Polls `condition` for up to `seconds` (the target acts on its own threads).
-    func eventually(seconds: Double = 5, _ condition: () -> Bool) -> Bool {
-        var waited = 0.0
-        while waited < seconds {
-            if condition() { return true }
-            usleep(50_000)
-            waited += 0.05
-        }
-        return condition()
-    }
+    /// Polls `condition` for up to `seconds` (see FathomTestSupport).
+    func eventually(seconds: Double = 5, _ condition: () -> Bool) -> Bool { FathomTestSupport.eventually(seconds: seconds, condition) }
 }

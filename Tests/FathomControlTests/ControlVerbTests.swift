@@ -170,16 +170,6 @@ final class ControlVerbTests: XCTestCase {
     }
 }
 
-func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
-    var x = seed &* 0x9E37_79B9_7F4A_7C15 | 1
-    return (0..<count).map { _ in
-        x ^= x << 13
-        x ^= x >> 7
-        x ^= x << 17
-        return UInt8(truncatingIfNeeded: x)
-    }
-}
-
 /// SIGHUP's path: the file changes, only the difference is applied.
 final class ControlReloadTests: XCTestCase {
     var h: ControlHarness!

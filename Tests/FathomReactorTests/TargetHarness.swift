@@ -1,6 +1,7 @@
 import FathomConfig
 import FathomReactor
 import FathomTarget
+@_exported import FathomTestSupport
 import Logging
 import NVMeInitiator
 import NVMeWire
@@ -69,25 +70,6 @@ final class TargetHarness {
         return c
     }
 
-    /// Polls `condition` for up to `seconds` (the target acts on its own threads).
-    func eventually(seconds: Double = 5, _ condition: () -> Bool) -> Bool {
-        var waited = 0.0
-        while waited < seconds {
-            if condition() { return true }
-            usleep(50_000)
-            waited += 0.05
-        }
-        return condition()
-    }
-}
-
-/// Deterministic test data.
-func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
-    var x = seed &* 0x9E37_79B9_7F4A_7C15 | 1
-    return (0..<count).map { _ in
-        x ^= x << 13
-        x ^= x >> 7
-        x ^= x << 17
-        return UInt8(truncatingIfNeeded: x)
-    }
+    /// Polls `condition` for up to `seconds` (see FathomTestSupport).
+    func eventually(seconds: Double = 5, _ condition: () -> Bool) -> Bool { FathomTestSupport.eventually(seconds: seconds, condition) }
 }
