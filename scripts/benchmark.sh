@@ -3,6 +3,8 @@
 #   bare  - fathom-perf's bare io_uring responder: NVMe/TCP framing of the same sizes, no
 #           NVMe work at all (the transport's limit here)
 #   null, memory, file - fathomd with one reactor and a null, memory or file namespace
+#   fio   - fio (ioengine=io_uring, buffered like the file namespace) on the same file, same
+#           block size and queue depth, on the target's CPU: the file namespace's baseline
 # Target pinned to CPU 0, load generator (fathom-perf) to CPU 1. Each figure is the median of
 # REPEAT runs of SECONDS each; Fathom's ratio to the bare responder is printed next to it.
 # Workloads: 4 KiB random read QD32, 128 KiB sequential read QD32, 4 KiB random read QD1,
@@ -11,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPEAT=${REPEAT:-5} SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 if [[ ${1:-} == --quick ]]; then REPEAT=1 SECONDS_PER_RUN=2; fi
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --bench
 swift build -c release --product fathomd
 swift build -c release --product fathom-perf
 BIN=.build/release
@@ -53,6 +55,26 @@ med = lambda k: statistics.median(r[k] for r in rows)
 print("%.0f %.1f %.1f" % (med("iops"), med("mib_s"), med("lat_p50_us")))'
 }
 
+# fio RW BS QD: the same file straight through io_uring, no network ("iops mib_s p50_us").
+fio_run() {
+    for _ in $(seq 1 "$REPEAT"); do
+        taskset -c 0 fio --name=baseline --filename="$WORK/file.img" --ioengine=io_uring --direct=0 --rw="$1" --bs="$2" \
+            --iodepth="$3" --size=1G --runtime="$SECONDS_PER_RUN" --time_based --ramp_time=1 --output-format=json 2>/dev/null
+    done | python3 -c '
+import json, statistics, sys
+text = sys.stdin.read()
+rows, dec, i = [], json.JSONDecoder(), 0
+while i < len(text):
+    j = text.find("{", i)
+    if j < 0: break
+    obj, i = dec.raw_decode(text, j)
+    rows.append(obj["jobs"][0])
+side = lambda r: r["read"] if r["read"]["io_bytes"] > 0 else r["write"]
+med = lambda f: statistics.median(f(side(r)) for r in rows)
+print("%.0f %.1f %.1f" % (med(lambda s: s["iops"]), med(lambda s: s["bw_bytes"] / 1048576),
+                          med(lambda s: s["clat_ns"]["percentile"]["50.000000"] / 1000)))'
+}
+
 printf '%-28s %-8s %12s %10s %10s %8s\n' workload target IOPS MiB/s p50_us vs_bare
 for w in "randread 4KiB QD32|-w randread -o 4096 -q 32" "read 128KiB QD32|-w read -o 131072 -q 32" \
          "randread 4KiB QD1|-w randread -o 4096 -q 1" "randwrite 4KiB QD32|-w randwrite -o 4096 -q 32"; do
@@ -63,5 +85,10 @@ for w in "randread 4KiB QD32|-w randread -o 4096 -q 32" "read 128KiB QD32|-w rea
         read -r iops mibs p50 < <(run $t "${wargs[@]}")
         if [[ $t == bare ]]; then base=$iops; ratio="1.00"; else ratio=$([[ -n $base ]] && python3 -c "print(f'{$iops/$base:.2f}')" || echo "-"); fi
         printf '%-28s %-8s %12s %10s %10s %8s\n' "$name" "$t" "$iops" "$mibs" "$p50" "$ratio"
+        [[ $t == file ]] && file_iops=$iops
     done
+    # The file namespace against fio on the same file (the column is then Fathom file / fio).
+    fio_rw=${wargs[1]}; fio_bs=${wargs[3]}; fio_qd=${wargs[5]}
+    read -r iops mibs p50 < <(fio_run "$fio_rw" "$fio_bs" "$fio_qd")
+    printf '%-28s %-8s %12s %10s %10s %8s\n' "$name" "fio" "$iops" "$mibs" "$p50" "file/fio $(python3 -c "print(f'{$file_iops/$iops:.2f}')")"
 done

@@ -5,6 +5,9 @@
 # only what is missing, and refreshes the package lists only when something is.
 set -euo pipefail
 packages=(liburing-dev libnvme-dev libisal-dev libssl-dev erofs-utils e2fsprogs)
+if [[ ${1:-} == --bench ]]; then
+    packages+=(fio)   # the file namespace's baseline in scripts/benchmark.sh
+fi
 if [[ ${1:-} == --e2e ]]; then
     packages+=(qemu-system-x86 linux-image-amd64 busybox-static nvme-cli fio cpio kmod xz-utils binutils e2fsprogs)
 fi

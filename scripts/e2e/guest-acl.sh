@@ -11,10 +11,10 @@
 # its controller is cut off and reconnects fail.
 ACL_NQN=${ACL_NQN:-nqn.2026-11.io.fathom:e2e-acl}
 
-acl_request() {  # $1 op, rest args; waits up to 30 s for the host's ack, prints it
+acl_request() {  # $1 op, rest args; waits up to 90 s for the host's ack (TCG guests can be slow), prints it
     local op=$1 t_end ack=''
     say "HOTPLUG_REQUEST $*" >&2   # stdout is the ack this prints
-    t_end=$(($(cut -d. -f1 /proc/uptime) + 30))
+    t_end=$(($(cut -d. -f1 /proc/uptime) + 90))
     while [ -z "$ack" ] && [ "$(cut -d. -f1 /proc/uptime)" -lt "$t_end" ]; do
         sleep 0.5
         ack=$(hotplug_ack "$op")

@@ -27,7 +27,9 @@ test_crash() {
         fi
         i=$((i + 1))
     done
-    ack=$(hotplug_ack crash)
+    # The ack channel may be slow while the guest runs under TCG: try for up to 30 s.
+    ack='' i=0
+    while [ -z "$ack" ] && [ $i -lt 30 ]; do ack=$(hotplug_ack crash); [ -n "$ack" ] || sleep 1; i=$((i + 1)); done
     case $ack in
         ok*) pass "[$L] host: $ack" ;;
         *) fail "[$L] host did not kill and restart fathomd: ${ack:-no answer}" ;;
