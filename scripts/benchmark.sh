@@ -3,8 +3,10 @@
 #   bare  - fathom-perf's bare io_uring responder: NVMe/TCP framing of the same sizes, no
 #           NVMe work at all (the transport's limit here)
 #   null, memory, file - fathomd with one reactor and a null, memory or file namespace
-#   fio   - fio (ioengine=io_uring, buffered like the file namespace) on the same file, same
-#           block size and queue depth, on the target's CPU: the file namespace's baseline
+#   fio   - fio (ioengine=io_uring, buffered like the file namespace, page cache kept) on the
+#           same file, same block size and queue depth, on the target's CPU: the file
+#           namespace's baseline
+#   direct, fio-direct - the same file with O_DIRECT on both sides (the storage itself)
 # Target pinned to CPU 0, load generator (fathom-perf) to CPU 1. Each figure is the median of
 # REPEAT runs of SECONDS each; Fathom's ratio to the bare responder is printed next to it.
 # Workloads: 4 KiB random read QD32, 128 KiB sequential read QD32, 4 KiB random read QD1,
@@ -30,7 +32,8 @@ cat > "$WORK/config.json" <<JSON
  "subsystems": [{"nqn": "$NQN", "attr": {"allow_any_host": "1"}, "namespaces": [
    {"nsid": 1, "device": {"backend": "null", "size": "16G"}},
    {"nsid": 2, "device": {"backend": "memory", "size": "1G"}},
-   {"nsid": 3, "device": {"path": "$WORK/file.img"}}]}]}
+   {"nsid": 3, "device": {"path": "$WORK/file.img"}},
+   {"nsid": 4, "device": {"path": "$WORK/file.img", "direct_io": "1", "uuid": "7d0c6f0e-1c1a-4b4e-8a55-0c3f6a1e2d45", "nguid": "9e41d2b7a3c84f0b9d6e1a2b3c4d5e6f"}}]}]}
 JSON
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
@@ -44,7 +47,7 @@ run() {
     local args=(--port $PORT --nqn $NQN)
     case $target in
         bare) args=(--bare --port $BARE_PORT) ;;
-        null) args+=(--nsid 1) ;; memory) args+=(--nsid 2) ;; file) args+=(--nsid 3) ;;
+        null) args+=(--nsid 1) ;; memory) args+=(--nsid 2) ;; file) args+=(--nsid 3) ;; direct) args+=(--nsid 4) ;;
     esac
     for _ in $(seq 1 "$REPEAT"); do
         taskset -c 1 $BIN/fathom-perf run "${args[@]}" "$@" -t "$SECONDS_PER_RUN" --warmup 1 --json
@@ -55,10 +58,11 @@ med = lambda k: statistics.median(r[k] for r in rows)
 print("%.0f %.1f %.1f" % (med("iops"), med("mib_s"), med("lat_p50_us")))'
 }
 
-# fio RW BS QD: the same file straight through io_uring, no network ("iops mib_s p50_us").
+# fio RW BS QD DIRECT: the same file straight through io_uring, no network ("iops mib_s p50_us").
+# invalidate=0: keep the page cache, as the buffered file namespace does.
 fio_run() {
     for _ in $(seq 1 "$REPEAT"); do
-        taskset -c 0 fio --name=baseline --filename="$WORK/file.img" --ioengine=io_uring --direct=0 --rw="$1" --bs="$2" \
+        taskset -c 0 fio --name=baseline --filename="$WORK/file.img" --ioengine=io_uring --direct="$4" --invalidate=0 --rw="$1" --bs="$2" \
             --iodepth="$3" --size=1G --runtime="$SECONDS_PER_RUN" --time_based --ramp_time=1 --output-format=json 2>/dev/null
     done | python3 -c '
 import json, statistics, sys
@@ -87,8 +91,12 @@ for w in "randread 4KiB QD32|-w randread -o 4096 -q 32" "read 128KiB QD32|-w rea
         printf '%-28s %-8s %12s %10s %10s %8s\n' "$name" "$t" "$iops" "$mibs" "$p50" "$ratio"
         [[ $t == file ]] && file_iops=$iops
     done
-    # The file namespace against fio on the same file (the column is then Fathom file / fio).
+    # The file namespace against fio on the same file (the column is then Fathom / fio).
     fio_rw=${wargs[1]}; fio_bs=${wargs[3]}; fio_qd=${wargs[5]}
-    read -r iops mibs p50 < <(fio_run "$fio_rw" "$fio_bs" "$fio_qd")
+    read -r iops mibs p50 < <(fio_run "$fio_rw" "$fio_bs" "$fio_qd" 0)
     printf '%-28s %-8s %12s %10s %10s %8s\n' "$name" "fio" "$iops" "$mibs" "$p50" "file/fio $(python3 -c "print(f'{$file_iops/$iops:.2f}')")"
+    read -r direct_iops mibs p50 < <(run direct "${wargs[@]}")
+    printf '%-28s %-8s %12s %10s %10s\n' "$name" "direct" "$direct_iops" "$mibs" "$p50"
+    read -r iops mibs p50 < <(fio_run "$fio_rw" "$fio_bs" "$fio_qd" 1)
+    printf '%-28s %-8s %12s %10s %10s %8s\n' "$name" "fio-dio" "$iops" "$mibs" "$p50" "direct/fio $(python3 -c "print(f'{$direct_iops/$iops:.2f}')")"
 done
