@@ -14,6 +14,7 @@
 #   resize  grow NS1_FILE by 64 MiB, then SIGHUP (config reload picks up the size)
 #   remove  fathomctl namespace remove nsid 3, then fathomctl save
 #   acl-create | acl-allow HOST | acl-deny HOST | acl-remove   (see guest-acl.sh)
+#   ana-inaccessible | ana-optimized: ANA group 1's state through port 1 (guest-ana.sh)
 # fathomctl talks to $E2E_CONTROL_SOCKET; without $E2E_FATHOMCTL the old way is used
 # (edit the config, SIGHUP).
 # The ack only says the host did its part; whether the guest saw the change
@@ -141,6 +142,9 @@ handle() {  # $1 op, $2 argument (a host NQN for acl-allow/acl-deny)
                 return ;;
             acl-remove)
                 ctl "$op" subsystem remove "$ACL_NQN" && ack "$op" "ok fathomctl subsystem remove $ACL_NQN"
+                return ;;
+            ana-inaccessible | ana-optimized)
+                ctl "$op" port ana --id 1 --group 1 --state "${op#ana-}" && ack "$op" "ok fathomctl port ana --id 1 --group 1 --state ${op#ana-}"
                 return ;;
         esac
     fi

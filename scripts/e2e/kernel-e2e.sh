@@ -25,7 +25,7 @@
 # Logs of the last run: <repo>/.build-e2e/last-run/ (console, fathomd, results).
 # Env: E2E_OUT (artifact dir), E2E_TIMEOUT (guest timeout, s), FIO_* (sizes),
 #      E2E_EXTRA_TESTS (guest test functions after the core sessions, default
-#      "test_dataset test_publish test_clone test_io_cmds test_hotplug test_acl test_crash"), E2E_SKIP_CORE=1 (skip the
+#      "test_dataset test_publish test_clone test_io_cmds test_hotplug test_acl test_ana test_crash"), E2E_SKIP_CORE=1 (skip the
 #      plain/digest fio sessions), IO_CMDS, HOTPLUG_TIMEOUT (see guest files).
 set -euo pipefail
 
@@ -165,8 +165,8 @@ guest_vars() {
 # The guest test files: checks as functions first, guest-tests.sh (helpers,
 # core sessions, then "$EXTRA_TESTS") last.
 guest_files() {
-    cat "$HERE/guest-dataset.sh" "$HERE/guest-io-cmds.sh" "$HERE/guest-hotplug.sh" "$HERE/guest-acl.sh" "$HERE/guest-crash.sh" \
-        "$HERE/guest-tests.sh"
+    cat "$HERE/guest-dataset.sh" "$HERE/guest-io-cmds.sh" "$HERE/guest-hotplug.sh" "$HERE/guest-acl.sh" "$HERE/guest-ana.sh" \
+        "$HERE/guest-crash.sh" "$HERE/guest-tests.sh"
 }
 
 GUEST_RC=0 DAEMON_RC=0 TARGET_RC=0 HOST_RC=0
@@ -243,7 +243,7 @@ else
     if "$FATHOMCTL" dataset build "$TMP/dataset-src" -o "$TMP/published.erofs" --format erofs > "$PUBLISH_LOG" 2>&1 &&
        "$FATHOMCTL" --socket "$CONTROL_SOCKET" dataset publish "$TMP/published.erofs" --subsystem "$PUBLISHED_NQN" >> "$PUBLISH_LOG" 2>&1; then
         PUBLISHED_NGUID=$(jq -r .sha256 "$TMP/published.erofs.manifest.json" | cut -c1-32)
-        log "PASS: fathomctl dataset build + publish: $(grep -m1 "sha256" "$PUBLISH_LOG")"
+        log "PASS: fathomctl dataset build + publish: $(grep -m1 "files, sha256" "$PUBLISH_LOG")"
         if again=$("$FATHOMCTL" --socket "$CONTROL_SOCKET" dataset publish "$TMP/published.erofs" --subsystem "$PUBLISHED_NQN" 2>&1) &&
            [[ $again == *"no change"* ]]; then
             log "PASS: publishing the same image again changes nothing"
@@ -262,13 +262,22 @@ else
         log "FAIL: clone namespace: $(tail -n2 "$PUBLISH_LOG" | tr '\n' ' ')"; HOST_RC=1; CLONE_NQN=
     fi
 
+    # --- 4d. a second I/O port to the e2e subsystem (test_ana: two paths, ANA failover) -----
+    ANA_PORT=$(free_port) || { log "no free port"; exit 1; }
+    if "$FATHOMCTL" --socket "$CONTROL_SOCKET" port add --id 3 --address 127.0.0.1 --service "$ANA_PORT" --subsystem "$SUBNQN" \
+            >> "$PUBLISH_LOG" 2>&1; then
+        log "PASS: fathomctl port add --id 3 (127.0.0.1:$ANA_PORT) for $SUBNQN"
+    else
+        log "FAIL: port add: $(tail -n2 "$PUBLISH_LOG" | tr '\n' ' ')"; HOST_RC=1; ANA_PORT=
+    fi
+
     # --- 5. guest --------------------------------------------------------------------
     ACK_PORT=$(free_port) || { log "no free port"; exit 1; }
     {
         printf 'TARGET_PORT=%s\nSUBNQN=%s\nDATASET_NQN=%s\nACK_PORT=%s\nDISCOVERY_PORT=%s\n' \
             "$PORT" "$SUBNQN" "$DATASET_NQN" "$ACK_PORT" "$DISCOVERY_PORT"
-        printf 'PUBLISHED_NQN=%s\nPUBLISHED_NGUID=%s\nCLONE_NQN=%s\n' "$PUBLISHED_NQN" "$PUBLISHED_NGUID" "$CLONE_NQN"
-        guest_vars "test_dataset test_publish test_clone test_io_cmds test_hotplug test_acl test_crash"
+        printf 'PUBLISHED_NQN=%s\nPUBLISHED_NGUID=%s\nCLONE_NQN=%s\nANA_PORT=%s\n' "$PUBLISHED_NQN" "$PUBLISHED_NGUID" "$CLONE_NQN" "$ANA_PORT"
+        guest_vars "test_dataset test_publish test_clone test_io_cmds test_hotplug test_acl test_ana test_crash"
         # Expected dataset sums, as a file in the guest (names are ours: no quoting issues).
         echo "cat > /tmp/dataset.sha256 <<'DATASET_SUMS'"; cat "$TMP/dataset.sha256"; echo DATASET_SUMS
         guest_files
