@@ -59,7 +59,7 @@ struct NamespaceCommand: ParsableCommand {
                                                     subcommands: [Add.self, Remove.self, Resize.self, List.self])
 
     struct Add: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Export a file, block device, memory or null namespace.")
+        static let configuration = CommandConfiguration(abstract: "Export a file, block device, clone, memory or null namespace.")
         @OptionGroup var global: GlobalOptions
         @Option(help: "The subsystem NQN.") var subsystem: String
         @Option(help: "Namespace ID (default: the lowest free one).") var nsid: UInt32?

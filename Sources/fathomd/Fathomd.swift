@@ -203,14 +203,15 @@ struct Fathomd: ParsableCommand {
         }
         var problems: [String] = []
         for s in c.subsystems {
-            for ns in s.namespaces where ns.backend == .file {
+            for ns in s.namespaces where ns.backend == .file || ns.backend == .clone {
                 var st = stat()
                 if stat(ns.path, &st) != 0 {
                     problems.append("subsystem \(s.nqn) namespace \(ns.nsid): device.path = \"\(ns.path)\": \(String(cString: strerror(errno)))")
                 } else if (st.st_mode & S_IFMT) != S_IFREG && (st.st_mode & S_IFMT) != S_IFBLK {
                     problems.append("subsystem \(s.nqn) namespace \(ns.nsid): device.path = \"\(ns.path)\": not a regular file or block device")
-                } else if access(ns.path, ns.readOnly ? R_OK : R_OK | W_OK) != 0 {
-                    problems.append("subsystem \(s.nqn) namespace \(ns.nsid): device.path = \"\(ns.path)\": \(String(cString: strerror(errno))) (needs \(ns.readOnly ? "read" : "read and write") access)")
+                } else if access(ns.path, ns.readOnly || ns.backend == .clone ? R_OK : R_OK | W_OK) != 0 {
+                    let mode = ns.readOnly || ns.backend == .clone ? "read" : "read and write"
+                    problems.append("subsystem \(s.nqn) namespace \(ns.nsid): device.path = \"\(ns.path)\": \(String(cString: strerror(errno))) (needs \(mode) access)")
                 }
             }
         }
