@@ -169,8 +169,8 @@ extension TargetConfig {
                         var size: UInt64 = 0
                         if backend == .memory || backend == .null {
                             guard let s = ns.device.size else { throw ConfigError("\(nkey).device.size", "(missing)", "is required for a \(backend) namespace") }
-                            guard let bytes = ByteSize.parse(s.text), bytes >= 4096 else {
-                                throw ConfigError("\(nkey).device.size", s.description, "must be a size such as 1073741824, 512M or 4G (at least 4K)")
+                            guard let bytes = ByteSize.parse(s.text), bytes >= 4096, bytes <= 1 << 50 else {
+                                throw ConfigError("\(nkey).device.size", s.description, "must be a size such as 1073741824, 512M or 4G (from 4K to 1P)")
                             }
                             size = bytes
                         } else {

@@ -107,7 +107,7 @@ public final class ControlService {
         let (s, n) = try ConfigEditor.namespaceIndex(doc, r)
         let device = doc.subsystems[s].namespaces![n].device
         if (device.backend ?? "file") == "file", let text = r.size, let path = device.path {
-            guard let bytes = ByteSize.parse(text) else { throw ControlError("--size \(text) is not a size such as 10G") }
+            guard let bytes = ByteSize.parse(text), bytes <= UInt64(Int64.max) else { throw ControlError("--size \(text) is not a size such as 10G") }
             var st = stat()
             guard stat(path, &st) == 0 else { throw ControlError("\(path): \(String(cString: strerror(errno)))") }
             guard (st.st_mode & S_IFMT) == S_IFREG else { throw ControlError("\(path) is a block device: resize the device, then run resize without --size") }

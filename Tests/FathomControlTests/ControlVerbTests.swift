@@ -231,3 +231,31 @@ final class ControlReloadTests: XCTestCase {
         XCTAssertEqual(h.service.currentDocument.subsystems[0].allowed_hosts, [ControlHarness.hostA])
     }
 }
+
+/// What reaches the socket is input like any other: garbage and absurd values get an
+/// answer that says what is wrong, and the daemon carries on.
+final class ControlBadInputTests: XCTestCase {
+    func testGarbageAndAbsurdSizesAreRefused() throws {
+        let h = try ControlHarness()
+        defer { h.stop() }
+        // Not JSON at all, through a raw socket.
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var sa = sockaddr_un()
+        sa.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &sa.sun_path) { $0.copyBytes(from: Array(h.control.path.utf8)) }
+        XCTAssertEqual(withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }, 0)
+        _ = Array("{{{ not json\n".utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = recv(fd, &buffer, buffer.count, 0)
+        close(fd)
+        XCTAssertTrue(String(decoding: buffer.prefix(max(0, n)), as: UTF8.self).contains("not valid JSON"))
+        // Sizes beyond any disk: refused, not trapped.
+        let huge = try h.send("namespace.add") { $0.subsystem = ControlHarness.nqn; $0.backend = "memory"; $0.size = "18446744073709551615" }
+        XCTAssertFalse(huge.ok)
+        XCTAssertTrue(huge.error?.contains("from 4K to 1P") ?? false, huge.error ?? "")
+        let grow = try h.send("namespace.resize") { $0.subsystem = ControlHarness.nqn; $0.nsid = 1; $0.size = "18446744073709551615" }
+        XCTAssertFalse(grow.ok)
+        XCTAssertTrue(try h.send("status").ok, "the daemon still answers")
+    }
+}
