@@ -5,7 +5,10 @@
 # way in the guest asks the host (HOTPLUG_REQUEST crash) to kill -9 fathomd; a supervisor on
 # the host starts it again with the same configuration. The kernel host reconnects by itself
 # (reconnect-delay 1 s, ctrl-loss-tmo 30 s) and the writes carry on. Afterwards every block
-# whose dd succeeded must read back exactly as written.
+# whose dd succeeded must read back exactly as written. Meanwhile a fio random-write job with
+# crc32c verification runs on another range straight through the kill: the kernel holds and
+# resends its I/O across the reconnect, and fio must finish and verify everything it wrote.
+CRASH_FIO_SIZE=${CRASH_FIO_SIZE:-24M}
 CRASH_BLOCKS=${CRASH_BLOCKS:-150}
 
 crash_block() {  # $1 index: a 4096-byte block naming itself
@@ -13,12 +16,20 @@ crash_block() {  # $1 index: a 4096-byte block naming itself
 }
 
 test_crash() {
-    local L=crash i=0 acked=0 failed=0 bad=0 base=4096 cntlid0 cntlid1 ack expect got reconnected
+    local L=crash i=0 acked=0 failed=0 bad=0 base=4096 cntlid0 cntlid1 ack expect got reconnected fio_pid fio_rc=0 fio_live=0
     connect crash --reconnect-delay=1 || { [ -n "$CTRL" ] && disconnect crash; return; }
     cntlid0=$(cat "/sys/class/nvme/$CTRL/cntlid" 2>/dev/null)
     : > /tmp/acked
+    # 64 MiB in: far from the dd blocks (16 MiB in).
+    fio --name=crash-fio --filename="$NSDEV" --direct=1 --ioengine=libaio --iodepth=8 --rw=randwrite --bs=4k \
+        --offset=64M --size="$CRASH_FIO_SIZE" --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
+        --output=/tmp/crash-fio.out > /dev/null 2>&1 &
+    fio_pid=$!
     while [ $i -lt "$CRASH_BLOCKS" ]; do
-        [ $i -eq $((CRASH_BLOCKS / 3)) ] && hotplug_request crash
+        if [ $i -eq $((CRASH_BLOCKS / 3)) ]; then
+            kill -0 "$fio_pid" 2>/dev/null && fio_live=1
+            hotplug_request crash
+        fi
         crash_block $i
         if dd if=/tmp/blk of="$NSDEV" bs=4096 seek=$((base + i)) count=1 oflag=direct conv=fsync,notrunc 2>/dev/null; then
             echo $i >> /tmp/acked; acked=$((acked + 1))
@@ -54,6 +65,13 @@ test_crash() {
         pass "[$L] all $acked acknowledged writes intact after kill -9 and restart ($failed failed during the outage)"
     else
         fail "[$L] $bad of $acked acknowledged writes lost or wrong ($failed failed)"
+    fi
+    wait "$fio_pid" || fio_rc=$?
+    if [ "$fio_rc" -eq 0 ] && ! grep -qi "verify.*fail\|bad magic\|crc32c.*mismatch" /tmp/crash-fio.out; then
+        pass "[$L] fio randwrite $CRASH_FIO_SIZE with crc32c verify $([ $fio_live = 1 ] && echo "ran through the kill -9 and")" \
+             "finished clean ($(grep -o 'IOPS=[^,]*' /tmp/crash-fio.out | head -n1))"
+    else
+        fail "[$L] fio across the kill -9: rc $fio_rc; $(grep -iE 'err|verify' /tmp/crash-fio.out | head -n3 | tr '\n' ' ')"
     fi
     disconnect crash
 }
