@@ -95,6 +95,7 @@ final class Reactor {
     func run() throws {
         if let cpu { try Self.pinCurrentThread(to: cpu) }
         ring = try Ring(entries: 1024)
+        if id == 0 { logger.info("io_uring: \(ring.features())") }
         pool = BufferPool(maxBytes: settings.maxDataTransfer)
         armWake()
         armTick()

@@ -9,6 +9,8 @@ import Glibc
 final class Ring {
     private let ring: UnsafeMutablePointer<io_uring>
     let entries: UInt32
+    /// Whether the kernel took SINGLE_ISSUER + DEFER_TASKRUN (else a plain ring).
+    private(set) var deferredTaskRun = true
 
     /// Creates the ring on the calling thread. SINGLE_ISSUER and DEFER_TASKRUN (kernel ≥ 6.1)
     /// cut the kernel's locking and task-work overhead; older kernels get a plain ring.
@@ -22,6 +24,7 @@ final class Ring {
         params.flags |= UInt32(IORING_SETUP_CQSIZE)
         var rc = io_uring_queue_init_params(entries, ring, &params)
         if rc < 0 {
+            deferredTaskRun = false
             params = io_uring_params()
             params.cq_entries = entries * 4
             params.flags = UInt32(IORING_SETUP_CQSIZE)
@@ -31,6 +34,22 @@ final class Ring {
             ring.deallocate()
             throw RingError(errno: -rc)
         }
+    }
+
+    /// What this kernel's io_uring offers and what Fathom uses of it, for the startup log.
+    func features() -> String {
+        var used = [deferredTaskRun ? "SINGLE_ISSUER+DEFER_TASKRUN" : "plain ring (no SINGLE_ISSUER/DEFER_TASKRUN)"]
+        used.append("batched SENDMSG")
+        var unused: [String] = []
+        if let probe = io_uring_get_probe_ring(ring) {
+            defer { io_uring_free_probe(probe) }
+            // SEND_ZC and multishot recv both arrived in Linux 6.0; the probe lists opcodes only,
+            // so the first stands for both.
+            if io_uring_opcode_supported(probe, Int32(IORING_OP_SEND_ZC.rawValue)) != 0 {
+                unused += ["SEND_ZC", "multishot recv with buffer rings"]
+            }
+        }
+        return "uses " + used.joined(separator: ", ") + (unused.isEmpty ? "" : "; available, not used yet: " + unused.joined(separator: ", "))
     }
 
     deinit {
