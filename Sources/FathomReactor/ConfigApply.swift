@@ -139,10 +139,6 @@ extension FathomServer {
         }
     }
 
-    /// Kept for callers of the SIGHUP-only API: the same as `apply`.
-    @discardableResult
-    public func reload(_ new: TargetConfig) throws -> [String] { try apply(new) }
-
     static func identity(_ spec: TargetConfig.SubsystemSpec) -> Subsystem.Identity {
         var id = Subsystem.Identity(serial: spec.serial, model: spec.model)
         id.firmware = spec.firmware

@@ -287,11 +287,6 @@ public final class Target {
             return (generation, entries)
         }
     }
-
-    /// The discovery log records alone (see `discoveryLog`).
-    public func discoveryEntries(hostNQN: String, port: Port, localAddress: String) -> [DiscoveryLogEntry] {
-        discoveryLog(hostNQN: hostNQN, portID: port.id, localAddress: localAddress).entries
-    }
 }
 
 /// The outcome of Connect.

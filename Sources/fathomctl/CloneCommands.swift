@@ -25,17 +25,14 @@ struct CloneCommand: ParsableCommand {
         }
     }
 
-    /// Which clone: subsystem, namespace, host.
+    /// Which clone: a host on a subsystem (as `host allow`) and the clone namespace.
     struct Selection: ParsableArguments {
-        @Option(help: "The subsystem NQN.") var subsystem: String
+        @OptionGroup var hostOnSubsystem: HostCommand.Selection
         @Option(help: "The clone namespace.") var nsid: UInt32
-        @Argument(help: "The host NQN.") var host: String
 
         func request(_ command: String) -> ControlRequest {
-            var r = ControlRequest(command)
-            r.subsystem = subsystem
+            var r = hostOnSubsystem.request(command)
             r.nsid = nsid
-            r.host = host
             return r
         }
     }

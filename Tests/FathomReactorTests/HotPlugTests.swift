@@ -72,7 +72,7 @@ final class HotPlugTests: XCTestCase {
 
         // Hot add: a memory namespace 2.
         let added = try config(#"{"nsid": 1, "device": {"path": "\#(one)"}}, {"nsid": 2, "device": {"backend": "memory", "size": "8M"}}"#)
-        let notes = try server.reload(added)
+        let notes = try server.apply(added)
         XCTAssertTrue(notes.contains { $0.contains("namespace 2 added") }, "\(notes)")
         let event = try c.admin.wait(aer)
         XCTAssertEqual(event.cqe.dw0, 0x0004_0002, "notice: namespace attribute changed, log 04h")
@@ -91,7 +91,7 @@ final class HotPlugTests: XCTestCase {
         // Resize: the backing file grew; the same configuration is reloaded.
         let aer2 = try c.admin.submit(SubmissionQueueEntry(opcode: 0x0C, commandID: 702))
         XCTAssertEqual(truncate(one, 32 << 20), 0)
-        try server.reload(added)
+        try server.apply(added)
         XCTAssertEqual(try c.admin.wait(aer2).cqe.dw0, 0x0004_0002)
         XCTAssertEqual(try changedList(c), [1])
         let ns = try c.identify(cns: 0, nsid: 1)
@@ -100,7 +100,7 @@ final class HotPlugTests: XCTestCase {
 
         // Hot remove.
         let aer3 = try c.admin.submit(SubmissionQueueEntry(opcode: 0x0C, commandID: 703))
-        try server.reload(try config(#"{"nsid": 1, "device": {"path": "\#(one)"}}"#))
+        try server.apply(try config(#"{"nsid": 1, "device": {"path": "\#(one)"}}"#))
         XCTAssertEqual(try c.admin.wait(aer3).cqe.dw0, 0x0004_0002)
         XCTAssertEqual(try changedList(c), [2])
         XCTAssertEqual(try activeList(c), [1])
@@ -111,7 +111,7 @@ final class HotPlugTests: XCTestCase {
     func testFailedReloadChangesNothing() throws {
         let c = try host(enableNotices: true)
         let one = directory + "/ns1.img"
-        XCTAssertThrowsError(try server.reload(try config(
+        XCTAssertThrowsError(try server.apply(try config(
             #"{"nsid": 1, "device": {"path": "\#(one)"}}, {"nsid": 3, "device": {"path": "\#(directory)/missing.img"}}"#))) {
             XCTAssertTrue("\($0)".contains("missing.img"))
         }

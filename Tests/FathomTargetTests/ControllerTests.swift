@@ -111,7 +111,7 @@ final class ControllerTests: XCTestCase {
         XCTAssertEqual(run(c, SubmissionQueueEntry(opcode: 6, commandID: 1, nsid: 9, cdw10: 3)).0.status, .invalidNamespace)
         XCTAssertEqual(run(c, SubmissionQueueEntry(opcode: 6, commandID: 1, cdw10: 1), length: 100).0.status, .dataSGLLengthInvalid)
         // Discovery on a wildcard port advertises the address the host reached.
-        let entries = target.discoveryEntries(hostNQN: host, port: port, localAddress: "192.0.2.7")
+        let entries = target.discoveryLog(hostNQN: host, portID: port.id, localAddress: "192.0.2.7").entries
         XCTAssertEqual(entries.map(\.address), ["192.0.2.7", "192.0.2.7"])
         XCTAssertEqual(entries[0].subsystemNQN, nqn)
     }
