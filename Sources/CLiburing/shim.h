@@ -19,10 +19,17 @@
 
 static const unsigned fathom_IOSQE_IO_LINK = IOSQE_IO_LINK;
 static const unsigned fathom_IOSQE_ASYNC = IOSQE_ASYNC;
+static const unsigned fathom_IOSQE_FIXED_FILE = IOSQE_FIXED_FILE;
 static const unsigned fathom_IORING_SETUP_SINGLE_ISSUER = IORING_SETUP_SINGLE_ISSUER;
 static const unsigned fathom_IORING_SETUP_DEFER_TASKRUN = IORING_SETUP_DEFER_TASKRUN;
 static const unsigned fathom_IORING_SETUP_COOP_TASKRUN = IORING_SETUP_COOP_TASKRUN;
 static const unsigned fathom_IORING_FSYNC_DATASYNC = IORING_FSYNC_DATASYNC;
+static const unsigned fathom_IORING_CQE_F_MORE = IORING_CQE_F_MORE;
+static const unsigned fathom_IORING_CQE_F_NOTIF = IORING_CQE_F_NOTIF;
+/* Linux 6.2 ABI values, absent from older liburing headers: ask a SEND_ZC notification to
+   say whether the kernel had to copy after all (loopback, devices without scatter-gather). */
+static const unsigned fathom_IORING_SEND_ZC_REPORT_USAGE = 1U << 3;
+static const unsigned fathom_IORING_NOTIF_USAGE_ZC_COPIED = 1U << 31;
 #ifdef O_DIRECT
 static const int fathom_O_DIRECT = O_DIRECT;
 #else
@@ -59,5 +66,6 @@ static inline int fathom_fallocate(int fd, int mode, long long offset, long long
 }
 
 static inline void fathom_sqe_set_rw_flags(struct io_uring_sqe *sqe, int flags) { sqe->rw_flags = flags; }
+static inline void fathom_sqe_set_ioprio_flags(struct io_uring_sqe *sqe, unsigned flags) { sqe->ioprio |= (unsigned short)flags; }
 static inline void fathom_sqe_set_flags(struct io_uring_sqe *sqe, unsigned flags) { sqe->flags |= (unsigned char)flags; }
 #endif

@@ -85,6 +85,9 @@ public struct StatusInfo: Codable, Sendable {
     public var ports: [PortInfo]
     public var controllers: Int
     public var connections: Int
+    /// SENDMSG_ZC sends so far, and how many the kernel copied anyway (nil from older daemons).
+    public var zeroCopySends: Int?
+    public var zeroCopyCopied: Int?
 }
 
 public struct SubsystemInfo: Codable, Sendable {

@@ -181,6 +181,9 @@ public final class ControlService {
                               namespaces: config.subsystems.reduce(0) { $0 + $1.namespaces.count }, ports: portInfos(),
                               controllers: controllers.count,
                               connections: controllers.reduce(0) { $0 + 1 + server.target.connectedIOQueues(of: $1.id) })
+        let zc = server.zeroCopySendCounts
+        r.status?.zeroCopySends = zc.sent
+        r.status?.zeroCopyCopied = zc.copied
         return r
     }
 

@@ -20,7 +20,8 @@ struct CommandSlot {
     var sqe = SubmissionQueueEntry(opcode: 0, commandID: 0)
     var buffer: UnsafeMutableRawPointer? = nil
     var bufferClass = 0
-    /// Start of the command's data within `buffer` (in-capsule data may start at an offset).
+    /// Start of the command's data within `buffer` (in-capsule data may start at an offset),
+    /// or the backend's own memory for a Read served in place (`BlockBackend.readInPlace`).
     var data: UnsafeMutableRawPointer? = nil
     /// Data length from the SGL.
     var dataLength = 0

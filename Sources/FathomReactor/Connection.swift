@@ -18,6 +18,10 @@ final class Connection {
     enum PayloadKind { case capsule, h2cData }
 
     let fd: Int32
+    /// What socket SQEs name: the registered-file slot (with IOSQE_FIXED_FILE) when the ring
+    /// took the socket, else `fd`.
+    private(set) var socketRef: Int32
+    private(set) var socketFixed = false
     let index: Int
     let generation: UInt16
     /// The owning reactor outlives every connection it holds (it removes them before it
@@ -69,6 +73,15 @@ final class Connection {
     /// Registered with the reactor for a flush at the end of this loop iteration.
     var flushScheduled = false
     var closeAfterSend = false
+    /// Zero-copy sends (ConnectionZeroCopy.swift): whether this connection still tries them,
+    /// whether the send in flight is one, and the batches whose memory the kernel may still read.
+    var zeroCopyAllowed = false
+    var sendIsZeroCopy = false
+    var zeroCopySequence: UInt16 = 0
+    var zeroCopyBatches: [ZeroCopyBatch] = []
+    var zeroCopyBatchesHead = 0
+    var zeroCopyHeld: [Int32] = []
+    var zeroCopyHeldHead = 0
     /// ICResp and C2HTermReq (at most one of each, ever).
     let control: UnsafeMutableRawPointer
     var controlLength = 0
@@ -94,6 +107,7 @@ final class Connection {
 
     init(fd: Int32, index: Int, generation: UInt16, reactor: Reactor, port: Port, peer: String, localAddress: String) {
         self.fd = fd
+        socketRef = fd
         self.index = index
         self.generation = generation
         self.reactor = reactor
@@ -131,7 +145,18 @@ final class Connection {
     }
 
     func start() {
+        if reactor.ring.setFixedFile(index, fd) {
+            socketRef = Int32(index)
+            socketFixed = true
+        }
+        zeroCopyAllowed = reactor.settings.zeroCopySend != .never && reactor.ring.supportsSendZeroCopy
         postRecv()
+    }
+
+    /// Marks a prepared socket SQE as naming a registered file (the prep helpers clear flags).
+    @inline(__always)
+    func markSocket(_ sqe: UnsafeMutablePointer<io_uring_sqe>) {
+        if socketFixed { fathom_sqe_set_flags(sqe, fathom_IOSQE_FIXED_FILE) }
     }
 
     // MARK: Teardown
@@ -150,6 +175,12 @@ final class Connection {
     func finishIfIdle() {
         guard state == .closing, inflight == 0 else { return }
         for i in 0..<slots.count where slots[i].pointee.state != .free { releaseSlot(i) }
+        // The registered table holds its own reference to the socket: empty the slot, or the
+        // socket would outlive the close.
+        if socketFixed {
+            _ = reactor.ring.setFixedFile(index, -1)
+            socketFixed = false
+        }
         Glibc.close(fd)
         if let ctrl = controller {
             if isAdminQueue {

@@ -21,7 +21,9 @@ extension Connection {
         let direction = DataDirection(sqe)
 
         let cid = Int(sqe.commandID)
-        guard activeCIDs[cid >> 6] & (1 << UInt64(cid & 63)) == 0 else { return complete(i, .failure(.commandIDConflict)) }
+        guard activeCIDs[cid >> 6] & (1 << UInt64(cid & 63)) == 0 || abandonHeldAsyncEvent(commandID: sqe.commandID) else {
+            return complete(i, .failure(.commandIDConflict))
+        }
         activeCIDs[cid >> 6] |= 1 << UInt64(cid & 63)
         s.pointee.cidTracked = true
 
@@ -224,6 +226,23 @@ extension Connection {
                     pduLength: 24 + digests.headerDigestLength, into: r)
         if digests.header { r.put32(CRC32C.checksum(r, 24), 24) }
         enqueue(Int32(i) | Self.r2tFlag)
+    }
+
+    /// A host that gives up on its Asynchronous Event Requests without telling the target
+    /// (SPDK's host does when it detaches or resets a controller: it completes them itself)
+    /// reuses their command IDs. The held AER is then dropped without a completion and the new
+    /// command takes its ID; any other command still in flight keeps its ID (Command ID
+    /// Conflict). Returns true if a held AER with `commandID` was dropped.
+    private func abandonHeldAsyncEvent(commandID: UInt16) -> Bool {
+        guard isAdminQueue, let ctrl = controller else { return false }
+        for k in 0..<slots.count where slots[k].pointee.state == .held && slots[k].pointee.sqe.commandID == commandID {
+            _ = ctrl.abandonAsyncEvent(commandID: commandID)
+            logger.debug("host reused the command ID of a held AER: dropped it", metadata: ["cid": "\(commandID)", "cntlid": "\(ctrl.id)"])
+            slots[k].pointee.cidTracked = false
+            releaseSlot(k)
+            return true
+        }
+        return false
     }
 
     /// Completes a held AER with an event.

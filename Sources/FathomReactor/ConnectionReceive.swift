@@ -14,7 +14,7 @@ extension Connection {
         let sqe: UnsafeMutablePointer<io_uring_sqe>
         if phase == .payload && rxStart == rxEnd, let dest = payloadDest {
             sqe = reactor.ring.sqe(userData(.recv))
-            io_uring_prep_recv(sqe, fd, dest, payloadRemaining, 0)
+            io_uring_prep_recv(sqe, socketRef, dest, payloadRemaining, 0)
             recvDirect = true
         } else {
             if rxStart == rxEnd {
@@ -26,9 +26,10 @@ extension Connection {
                 rxStart = 0
             }
             sqe = reactor.ring.sqe(userData(.recv))
-            io_uring_prep_recv(sqe, fd, staging + rxEnd, Self.stagingCapacity - rxEnd, 0)
+            io_uring_prep_recv(sqe, socketRef, staging + rxEnd, Self.stagingCapacity - rxEnd, 0)
             recvDirect = false
         }
+        markSocket(sqe)
         recvInFlight = true
         inflight += 1
     }

@@ -26,13 +26,17 @@ extension Connection {
         iovCount = 0
         batch.removeAll(keepingCapacity: true)
         let hd = digests.headerDigestLength
+        var dataBytes = 0
+        var responsesOnly = true
         while sendHead < sendQueue.count && iovCount + 4 <= Self.iovCapacity {
             let item = sendQueue[sendHead]
             sendHead += 1
             batch.append(item)
             if item == Self.controlItem {
+                responsesOnly = false
                 addIOV(control, controlLength)
             } else if item & Self.r2tFlag != 0 {
+                responsesOnly = false
                 let i = Int(item & ~Self.r2tFlag)
                 addIOV(slots.header(i) + 64, 24 + hd)
             } else {
@@ -40,6 +44,7 @@ extension Connection {
                 let s = slots[i]
                 let hdr = slots.header(i)
                 if s.pointee.c2hLength > 0 {
+                    dataBytes += s.pointee.c2hLength
                     addIOV(hdr, 24 + hd)
                     addIOV(s.pointee.data!, s.pointee.c2hLength)
                     if digests.data { addIOV(hdr + 96, 4) }
@@ -51,6 +56,8 @@ extension Connection {
             sendQueue.removeAll(keepingCapacity: true)
             sendHead = 0
         }
+        sendIsZeroCopy = responsesOnly && shouldSendZeroCopy(dataBytes: dataBytes, slots: batch.count)
+        if sendIsZeroCopy { beginZeroCopyBatch() }
         submitSend()
     }
 
@@ -60,19 +67,33 @@ extension Connection {
         iovCount += 1
     }
 
-    private func submitSend() {
+    func submitSend() {
         msg.pointee.msg_iov = iov + iovStart
         msg.pointee.msg_iovlen = iovCount - iovStart
-        let sqe = reactor.ring.sqe(userData(.send))
-        io_uring_prep_sendmsg(sqe, fd, msg, UInt32(MSG_NOSIGNAL))
+        let sqe: UnsafeMutablePointer<io_uring_sqe>
+        if sendIsZeroCopy {
+            sqe = reactor.ring.sqe(userData(.send, slot: Int(zeroCopySequence)))
+            io_uring_prep_sendmsg_zc(sqe, socketRef, msg, UInt32(MSG_NOSIGNAL))
+            fathom_sqe_set_ioprio_flags(sqe, fathom_IORING_SEND_ZC_REPORT_USAGE)
+        } else {
+            sqe = reactor.ring.sqe(userData(.send))
+            io_uring_prep_sendmsg(sqe, socketRef, msg, UInt32(MSG_NOSIGNAL))
+        }
+        markSocket(sqe)
         sendInFlight = true
         inflight += 1
     }
 
-    func sendCompleted(_ result: Int32) {
+    /// The send in flight finished with `result` bytes. `moreComing`: it was a zero-copy
+    /// send whose notification (the kernel letting go of the memory) is still to come.
+    func sendCompleted(_ result: Int32, moreComing: Bool) {
         sendInFlight = false
         inflight -= 1
+        if moreComing { zeroCopyNotificationExpected() }
         if state == .closing { return finishIfIdle() }
+        if result == -EINVAL && sendIsZeroCopy && !moreComing {
+            return zeroCopyRefused()  // a kernel without the usage report (6.1): send plainly
+        }
         guard result > 0 else {
             close("send failed: \(result == 0 ? "connection closed" : String(cString: strerror(-result)))")
             return
@@ -90,8 +111,12 @@ extension Connection {
             }
         }
         if iovStart < iovCount { return submitSend() }  // short send: the rest of the batch
-        for item in batch where item != Self.controlItem && item & Self.r2tFlag == 0 {
-            releaseSlot(Int(item))
+        if sendIsZeroCopy {
+            holdZeroCopyBatch()  // its slots go when the kernel no longer reads their memory
+        } else {
+            for item in batch where item != Self.controlItem && item & Self.r2tFlag == 0 {
+                releaseSlot(Int(item))
+            }
         }
         batch.removeAll(keepingCapacity: true)
         if closeAfterSend && sendHead >= sendQueue.count {

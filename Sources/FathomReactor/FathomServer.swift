@@ -79,6 +79,21 @@ public final class FathomServer {
 
     func connectionClosed() { openConnections.subtract(1, ordering: .relaxed) }
 
+    private let zeroCopySends = Atomic<Int>(0)
+    private let zeroCopyCopied = Atomic<Int>(0)
+
+    /// One SENDMSG_ZC notification arrived; `copied`: the kernel copied the data after all.
+    func countZeroCopySend(copied: Bool) {
+        zeroCopySends.add(1, ordering: .relaxed)
+        if copied { zeroCopyCopied.add(1, ordering: .relaxed) }
+    }
+
+    /// Zero-copy sends so far, and how many of them the kernel copied anyway (for status:
+    /// whether SEND_ZC pays on this machine's network).
+    public var zeroCopySendCounts: (sent: Int, copied: Int) {
+        (zeroCopySends.load(ordering: .relaxed), zeroCopyCopied.load(ordering: .relaxed))
+    }
+
     /// A namespace's write gate opened: every reactor retries what waited for it.
     func retryDeferredEverywhere() {
         for r in reactors { r.post { r.retryDeferred() } }

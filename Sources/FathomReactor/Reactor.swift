@@ -95,7 +95,7 @@ final class Reactor {
     func run() throws {
         if let cpu { try Self.pinCurrentThread(to: cpu) }
         ring = try Ring(entries: 1024)
-        if id == 0 { logger.info("io_uring: \(ring.features())") }
+        if id == 0 { logger.info("io_uring: \(ring.features(zeroCopySend: settings.zeroCopySend))") }
         pool = BufferPool(maxBytes: settings.maxDataTransfer)
         armWake()
         armTick()
@@ -107,7 +107,7 @@ final class Reactor {
                 logger.critical("io_uring wait failed", metadata: ["errno": "\(-rc)"])
             }
             nowMs = MonotonicClock.nowMs()
-            ring.drain { raw, result in self.dispatch(raw, result) }
+            ring.drain { raw, result, flags in self.dispatch(raw, result, flags) }
             flushScheduled()
             if stopping && connections.allSatisfy({ $0 == nil }) { break }
         }
@@ -115,14 +115,19 @@ final class Reactor {
     }
 
     @inline(__always)
-    private func dispatch(_ raw: UInt64, _ result: Int32) {
+    private func dispatch(_ raw: UInt64, _ result: Int32, _ flags: UInt32) {
         guard let ud = UserData(raw) else { return }
         switch ud.kind {
         case .recv, .send, .storage:
             guard ud.connection < connections.count, let c = connections[ud.connection], c.generation == ud.generation else { return }
             switch ud.kind {
             case .recv: c.recvCompleted(result)
-            case .send: c.sendCompleted(result)
+            case .send:
+                if flags & fathom_IORING_CQE_F_NOTIF != 0 {
+                    c.zeroCopyNotified(sequence: ud.slot, result)
+                } else {
+                    c.sendCompleted(result, moreComing: flags & fathom_IORING_CQE_F_MORE != 0)
+                }
             default: c.storageCompleted(ud.slot, result)
             }
         case .accept:

@@ -1,4 +1,5 @@
 import CLiburing
+import FathomTarget
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,6 +12,11 @@ final class Ring {
     let entries: UInt32
     /// Whether the kernel took SINGLE_ISSUER + DEFER_TASKRUN (else a plain ring).
     private(set) var deferredTaskRun = true
+    /// Slots of the ring's registered-file table (0 when the kernel refused one). A socket in
+    /// the table is named by its slot with IOSQE_FIXED_FILE, which spares the kernel looking
+    /// the descriptor up and taking and dropping a reference on every recv and send (atomic
+    /// operations on a file shared by the process's threads).
+    private(set) var fixedFileSlots: Int = 0
 
     /// Creates the ring on the calling thread. SINGLE_ISSUER and DEFER_TASKRUN (kernel ≥ 6.1)
     /// cut the kernel's locking and task-work overhead; older kernels get a plain ring.
@@ -34,22 +40,46 @@ final class Ring {
             ring.deallocate()
             throw RingError(errno: -rc)
         }
+        if io_uring_register_files_sparse(ring, UInt32(Self.fixedFileTableSize)) == 0 {
+            fixedFileSlots = Self.fixedFileTableSize
+        }
     }
 
+    static let fixedFileTableSize = 4096
+
+    /// Puts `fd` into registered-file slot `slot` (or empties the slot with -1). Returns
+    /// false when the slot cannot be used; the caller then names the plain descriptor.
+    func setFixedFile(_ slot: Int, _ fd: Int32) -> Bool {
+        guard slot < fixedFileSlots else { return false }
+        var f = fd
+        return io_uring_register_files_update(ring, UInt32(slot), &f, 1) == 1
+    }
+
+    /// Whether this kernel has SENDMSG_ZC (Linux 6.1; the usage report Fathom relies on to
+    /// stop when the kernel copies anyway came in 6.2, and older kernels reject the flag).
+    /// Cleared when the kernel turns the usage report down (`Connection.zeroCopyRefused`).
+    lazy var supportsSendZeroCopy: Bool = {
+        guard let probe = io_uring_get_probe_ring(ring) else { return false }
+        defer { io_uring_free_probe(probe) }
+        return io_uring_opcode_supported(probe, Int32(IORING_OP_SENDMSG_ZC.rawValue)) != 0
+    }()
+
     /// What this kernel's io_uring offers and what Fathom uses of it, for the startup log.
-    func features() -> String {
+    func features(zeroCopySend: ZeroCopySendPolicy) -> String {
         var used = [deferredTaskRun ? "SINGLE_ISSUER+DEFER_TASKRUN" : "plain ring (no SINGLE_ISSUER/DEFER_TASKRUN)"]
+        used.append(fixedFileSlots > 0 ? "registered socket files (\(fixedFileSlots) slots)" : "plain socket descriptors (no registered files)")
         used.append("batched SENDMSG")
         var unused: [String] = []
-        if let probe = io_uring_get_probe_ring(ring) {
-            defer { io_uring_free_probe(probe) }
-            // SEND_ZC and multishot recv both arrived in Linux 6.0; the probe lists opcodes only,
-            // so the first stands for both.
-            if io_uring_opcode_supported(probe, Int32(IORING_OP_SEND_ZC.rawValue)) != 0 {
-                unused += ["SEND_ZC", "multishot recv with buffer rings"]
+        if supportsSendZeroCopy {
+            switch zeroCopySend {
+            case .never: unused.append("SENDMSG_ZC (--send-zc never)")
+            case .auto: used.append("SENDMSG_ZC for large reads while the kernel does not copy")
+            case .always: used.append("SENDMSG_ZC for large reads (always)")
             }
+            // Multishot recv arrived with SEND_ZC (Linux 6.0); the probe lists opcodes only.
+            unused.append("multishot recv with buffer rings")
         }
-        return "uses " + used.joined(separator: ", ") + (unused.isEmpty ? "" : "; available, not used yet: " + unused.joined(separator: ", "))
+        return "uses " + used.joined(separator: ", ") + (unused.isEmpty ? "" : "; available, not used: " + unused.joined(separator: ", "))
     }
 
     deinit {
@@ -73,16 +103,17 @@ final class Ring {
     @inline(__always)
     func submitAndWait() -> Int32 { io_uring_submit_and_wait(ring, 1) }
 
-    /// Hands each available completion to `body`, marking each seen before the call (the
+    /// Hands each available completion (user data, result, CQE flags) to `body`, marking each seen before the call (the
     /// body may submit, and the kernel may then reuse the entry).
     @inline(__always)
-    func drain(_ body: (UInt64, Int32) -> Void) {
+    func drain(_ body: (UInt64, Int32, UInt32) -> Void) {
         var cqe: UnsafeMutablePointer<io_uring_cqe>? = nil
         while io_uring_peek_cqe(ring, &cqe) == 0, let c = cqe {
             let userData = c.pointee.user_data
             let result = c.pointee.res
+            let flags = c.pointee.flags
             io_uring_cqe_seen(ring, c)
-            body(userData, result)
+            body(userData, result, flags)
         }
     }
 }

@@ -30,8 +30,18 @@ public protocol BlockBackend: AnyObject {
     /// ring), or performs it inline without taking one and returns the result (bytes or
     /// -errno).
     func prepare(_ operation: StorageOperation, sqe: () -> UnsafeMutablePointer<io_uring_sqe>) -> Int32?
+    /// Memory already holding the `length` bytes at `offset`, for backends whose blocks live
+    /// in this process (memory, null); nil for the others. The engine sends a Read's data
+    /// straight from it instead of copying it into a command buffer first (SPDK's malloc bdev
+    /// does the same with its zero-copy API). The memory must stay valid while the command
+    /// holds its namespace, and nothing may write through the pointer.
+    func readInPlace(offset: UInt64, length: Int) -> UnsafeMutableRawPointer?
     /// Releases the file descriptor. Called once no operation is in flight.
     func close()
+}
+
+extension BlockBackend {
+    public func readInPlace(offset: UInt64, length: Int) -> UnsafeMutableRawPointer? { nil }
 }
 
 /// Why a backend could not be opened, worded for the operator.

@@ -62,6 +62,11 @@ public final class MemoryBackend: BlockBackend {
         }
     }
 
+    public func readInPlace(offset: UInt64, length: Int) -> UnsafeMutableRawPointer? {
+        guard offset <= UInt64(bytes), length <= bytes - Int(offset) else { return nil }
+        return base + Int(offset)
+    }
+
     public func close() {}
 }
 
@@ -95,6 +100,19 @@ public final class NullBackend: BlockBackend {
             return isReadOnly ? -EROFS : 0
         }
     }
+
+    /// Reads are sent from one read-only anonymous mapping: every page of it is the kernel's
+    /// shared zero page, so it costs no memory and no command buffer is zeroed.
+    public func readInPlace(offset: UInt64, length: Int) -> UnsafeMutableRawPointer? {
+        guard let zeros = Self.zeros, length <= Self.zerosLength else { return nil }
+        return zeros
+    }
+
+    private static let zerosLength = 64 << 20
+    private static let zeros: UnsafeMutableRawPointer? = {
+        guard let p = mmap(nil, zerosLength, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else { return nil }
+        return p
+    }()
 
     public func close() {}
 }

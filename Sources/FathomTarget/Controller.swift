@@ -228,6 +228,13 @@ public final class Controller {
         return nil
     }
 
+    /// Forgets the held AER `commandID` without completing it. Returns false if none is held.
+    public func abandonAsyncEvent(commandID: UInt16) -> Bool {
+        guard let k = heldAsyncEvents.firstIndex(of: commandID) else { return false }
+        heldAsyncEvents.remove(at: k)
+        return true
+    }
+
     /// Queues an asynchronous event. Returns the held AER command to complete with it, if one
     /// is waiting (the caller sends the completion on the admin queue).
     public func postAsyncEvent(_ dw0: UInt32) -> (commandID: UInt16, dw0: UInt32)? {

@@ -87,7 +87,9 @@ public final class Target {
         func invalidSQE(_ offset: UInt32) -> ConnectOutcome { .rejected(.connectInvalidParameters, dw0: offset) }
 
         guard sqsize >= 1 else { return invalidSQE(44) }
-        if NQN.problem(request.hostNQN) != nil, request.hostNQN != NQN.discovery { return invalidData(512) }
+        // An empty HOSTNQN is an anonymous host, as nvmet and SPDK take it: spdk_nvme_perf sends
+        // none unless told one. Only subsystems open to any host admit it (`allows(host:)`).
+        if NQN.problem(request.hostNQN) != nil, request.hostNQN != NQN.discovery, !request.hostNQN.isEmpty { return invalidData(512) }
         return state.withLock { st -> ConnectOutcome in
             // The port as configured now (its subsystem list may have changed since accept).
             guard let current = st.ports[port.id], current.sameEndpoint(as: port) else { return invalidData(256) }

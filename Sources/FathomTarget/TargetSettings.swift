@@ -36,6 +36,11 @@ public struct TargetSettings: Sendable {
     /// a byte at a time holds a buffer; after this the connection is closed).
     public var pduTimeoutMs: Int64 = 30_000
 
+    /// When C2H data leaves with SENDMSG_ZC (the kernel sends from the command buffer
+    /// instead of copying it into the socket), and from how many data bytes in one send.
+    public var zeroCopySend: ZeroCopySendPolicy = .auto
+    public var zeroCopySendMinBytes = 64 * 1024
+
     public init() {}
 
     /// MDTS exponent over the 4 KiB minimum page size.
@@ -44,4 +49,12 @@ public struct TargetSettings: Sendable {
         while (4096 << Int(e)) < maxDataTransfer { e += 1 }
         return e
     }
+}
+
+/// Zero-copy sends pay for large transfers through a network device; on loopback (and
+/// veth, and devices without scatter-gather) the kernel copies anyway and the notification
+/// is pure extra cost. `auto` tries SENDMSG_ZC and stops on a connection as soon as the kernel
+/// reports it copied; `always` keeps using it (for tests); `never` sends with SENDMSG only.
+public enum ZeroCopySendPolicy: String, Sendable, CaseIterable {
+    case auto, always, never
 }

@@ -25,7 +25,9 @@ final class BareResponder {
         var iovStart = 0
         var msg = UnsafeMutablePointer<msghdr>.allocate(capacity: 1)
         var sending = false
-        var pendingHeaders = 0
+        /// Next header slot, round robin: headers leave in order and the host bounds how many
+        /// are outstanding (two per command at most), far below `headerCapacity`.
+        var nextHeader = 0
         init(fd: Int32) {
             self.fd = fd
             headers = .allocate(byteCount: headerCapacity * 128, alignment: 64)
@@ -73,7 +75,13 @@ final class BareResponder {
     // user_data: fd << 8 | kind (1 accept, 2 recv, 3 send)
     func run() -> Never {
         ring.initialize(to: io_uring())
-        guard io_uring_queue_init(1024, ring, 0) == 0 else { fatalError("io_uring_queue_init failed") }
+        // The ring setup Fathom's reactors use (SINGLE_ISSUER + DEFER_TASKRUN where the kernel
+        // has them): the baseline must not pay costs the target does not.
+        var params = io_uring_params()
+        params.flags = fathom_IORING_SETUP_SINGLE_ISSUER | fathom_IORING_SETUP_DEFER_TASKRUN
+        if io_uring_queue_init_params(1024, ring, &params) != 0 {
+            guard io_uring_queue_init(1024, ring, 0) == 0 else { fatalError("io_uring_queue_init failed") }
+        }
         io_uring_prep_accept(sqe(1), listenFD, nil, nil, 0)
         while true {
             io_uring_submit_and_wait(ring, 1)
@@ -152,17 +160,17 @@ final class BareResponder {
         if !c.sending { submitSend(c) }
     }
 
-    /// Header bytes live in a per-connection area that is only reused once a batch is sent.
+    /// Header bytes live in a per-connection ring of slots (see `nextHeader`).
     private func addHeader(_ c: Conn, _ body: (UnsafeMutableRawPointer) -> Int) {
-        if c.pendingHeaders >= c.headerCapacity { return }  // overload: drop (never hit at sane queue depths)
-        let h = c.headers + c.pendingHeaders * 128
-        let n = body(h)
-        c.pendingHeaders += 1
-        addIOV(c, h, n)
+        let h = c.headers + (c.nextHeader % c.headerCapacity) * 128
+        c.nextHeader &+= 1
+        addIOV(c, h, body(h))
     }
 
     private func addIOV(_ c: Conn, _ base: UnsafeMutableRawPointer, _ len: Int) {
-        if c.iovCount == c.iovCapacity { return }
+        // Sends always start at iovStart and `sent` moves what is left to the front, so the
+        // array holds only what is unsent: at most three entries per outstanding command.
+        precondition(c.iovCount < c.iovCapacity, "bare responder: more outstanding PDUs than it holds")
         c.iov[c.iovCount] = iovec(iov_base: base, iov_len: len)
         c.iovCount += 1
     }
@@ -189,10 +197,13 @@ final class BareResponder {
                 left = 0
             }
         }
-        if c.iovStart == c.iovCount {
+        // Nothing is in flight now: move the unsent entries to the front (a connection that
+        // always has more to send would otherwise never get back to the start of the array).
+        if c.iovStart > 0 {
+            let rest = c.iovCount - c.iovStart
+            if rest > 0 { (c.iov).update(from: c.iov + c.iovStart, count: rest) }
             c.iovStart = 0
-            c.iovCount = 0
-            c.pendingHeaders = 0
+            c.iovCount = rest
         }
         submitSend(c)
     }

@@ -98,6 +98,9 @@ struct Status: ParsableCommand {
             print("config:      \(s.configFile ?? "(none: demo)")")
             print("subsystems:  \(s.subsystems), namespaces: \(s.namespaces)")
             print("controllers: \(s.controllers), connections: \(s.connections)")
+            if let sent = s.zeroCopySends, let copied = s.zeroCopyCopied {
+                print("zero-copy sends: \(sent), copied by the kernel anyway: \(copied)")
+            }
             Table.print(["PORT", "FAMILY", "ADDRESS", "SERVICE", "SUBSYSTEMS"],
                         s.ports.map { [String($0.id), $0.family, $0.address, $0.service, $0.subsystems.isEmpty ? "(discovery only)" : $0.subsystems.joined(separator: ",")] })
         }

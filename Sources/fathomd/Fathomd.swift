@@ -61,6 +61,12 @@ struct Fathomd: ParsableCommand {
     @Option(name: .long, help: "Controllers one subsystem may have at once (a subsystem's attr max_controllers may lower it).")
     var maxControllersPerSubsystem: Int = 1024
 
+    @Option(name: .long, help: "Zero-copy sends of read data (SENDMSG_ZC): auto (used until the kernel reports it copied, as on loopback), always, never.")
+    var sendZc: String = "auto"
+
+    @Option(name: .customLong("send-zc-min-kib"), help: "Least read data in one send, in KiB, for it to go zero-copy.")
+    var sendZcMinKiB: Int = 64
+
     @Option(name: .long, help: "Directory for state that survives restarts (reservations with PTPL).")
     var stateDir = "/var/lib/fathom"
 
@@ -72,6 +78,10 @@ struct Fathomd: ParsableCommand {
 
     func validate() throws {
         if checkConfig != nil { return }
+        guard ZeroCopySendPolicy(rawValue: sendZc) != nil else {
+            throw ValidationError("--send-zc must be one of: \(ZeroCopySendPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard sendZcMinKiB >= 1 else { throw ValidationError("--send-zc-min-kib must be at least 1") }
         if config != nil && demo { throw ValidationError("--config and --demo exclude each other") }
         if config == nil && !demo { throw ValidationError("give --config FILE (an nvmetcli JSON file) or --demo") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel) is not one of trace, debug, info, notice, warning, error, critical") }
@@ -122,6 +132,8 @@ struct Fathomd: ParsableCommand {
         settings.maxConnections = maxConnections
         settings.maxQueuesPerHost = maxQueuesPerHost
         settings.maxControllersPerSubsystem = maxControllersPerSubsystem
+        settings.zeroCopySend = ZeroCopySendPolicy(rawValue: sendZc) ?? .auto
+        settings.zeroCopySendMinBytes = sendZcMinKiB * 1024
         if mkdir(stateDir, 0o700) == 0 || errno == EEXIST, access(stateDir, W_OK) == 0 {
             settings.stateDirectory = stateDir
         } else {

@@ -194,6 +194,19 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(harness.target.controllerCount, 1)
     }
 
+    /// spdk_nvme_perf connects with an empty HOSTNQN unless given one; like nvmet and SPDK, an
+    /// open subsystem takes it as an anonymous host, a restricted one refuses it.
+    func testEmptyHostNQNIsAnAnonymousHost() throws {
+        let c = try harness.controller(queues: 1, hostNQN: "")
+        let data = pattern(4096, seed: 21)
+        try c.write(lba: 64, data: data)
+        XCTAssertEqual(try c.read(lba: 64, blocks: 8), data)
+        XCTAssertThrowsError(try harness.controller(queues: 0, hostNQN: "", subsystem: TargetHarness.restrictedNQN)) { error in
+            guard case let HostError.connectRefused(status, _) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(status, .connectInvalidHost)
+        }
+    }
+
     func testLogPagesAndFeatures() throws {
         let c = try harness.controller(queues: 1)
         try c.write(lba: 0, data: pattern(64 * 1024, seed: 9))

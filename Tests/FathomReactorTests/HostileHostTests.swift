@@ -14,20 +14,47 @@ final class HostileHostTests: XCTestCase {
 
     func testCommandIDReuseWhileInFlightIsAConflict() throws {
         harness = try TargetHarness()
-        let c = try harness.controller(queues: 0)
-        let aer = try c.admin.submit(SubmissionQueueEntry(opcode: 0x0C, commandID: 700))
-        // The same CID while the AER is held: the second command is refused, the first lives on.
-        try c.admin.sendCapsule(SubmissionQueueEntry(opcode: 0x18, commandID: 700), data: [])
-        let common = try c.admin.socket.receive(8)
-        let rest = try c.admin.socket.receive(Int(common.withUnsafeBytes { $0.baseAddress!.le32(4) }) - 8)
-        let cqe = (common + rest).withUnsafeBytes { CompletionQueueEntry(decoding: $0.baseAddress! + 8) }
+        let c = try harness.controller(queues: 1)
+        let q = c.ioQueues[0]
+        // A write waiting for its data (its R2T sent) is in flight: its CID is taken.
+        var w = HostController.writeCommand(nsid: 1, lba: 0, blocks: 8)
+        w.commandID = 700
+        w.sgl = .transport(length: 4096)
+        try q.sendCapsule(w, data: [])
+        let r2t = try q.socket.receive(24)
+        XCTAssertEqual(r2t[0], PDUType.r2t.rawValue)
+        let tag = r2t.withUnsafeBytes { DataTransferHeader(decoding: $0.baseAddress!).transferTag }
+        try q.sendCapsule(SubmissionQueueEntry(opcode: 0x00, commandID: 700, nsid: 1), data: [])
+        let resp = try q.socket.receive(24)
+        let cqe = resp.withUnsafeBytes { CompletionQueueEntry(decoding: $0.baseAddress! + 8) }
         XCTAssertEqual(cqe.commandID, 700)
         XCTAssertEqual(cqe.status, .commandIDConflict)
-        try c.keepAlive()
-        XCTAssertEqual(try c.admin.execute(SubmissionQueueEntry(opcode: 0x08, commandID: 0, cdw10: UInt32(700) << 16)).cqe.dw0 & 1, 0)
-        XCTAssertEqual(try c.admin.wait(aer).status, .abortRequested)
+        // The write lives on and completes with its data.
+        let data = pattern(4096, seed: 70)
+        try q.sendH2CData(cid: 700, tag: tag, data: data, offset: 0, length: 4096)
+        let done = try q.socket.receive(24)
+        XCTAssertTrue(done.withUnsafeBytes { CompletionQueueEntry(decoding: $0.baseAddress! + 8) }.status.isSuccess)
+        XCTAssertEqual(try c.read(lba: 0, blocks: 8), data)
         // Once completed, the ID is free again.
-        XCTAssertTrue(try c.admin.execute(SubmissionQueueEntry(opcode: 0x18, commandID: 700)).status.isSuccess)
+        XCTAssertTrue(try q.execute(SubmissionQueueEntry(opcode: 0x00, commandID: 700, nsid: 1)).status.isSuccess)
+    }
+
+    /// SPDK's host completes its own AERs when it detaches and then reuses their command IDs
+    /// (its shutdown reads CC with one). The held AER is dropped, the new command runs.
+    func testReusingAHeldAERsCommandIDAbandonsTheAER() throws {
+        harness = try TargetHarness()
+        let c = try harness.controller(queues: 0)
+        _ = try c.admin.submit(SubmissionQueueEntry(opcode: 0x0C, commandID: 700))
+        let get = try c.admin.execute(SubmissionQueueEntry(opcode: 0x7F, commandID: 700, nsid: 0x04 /* Property Get */, cdw10: 0, cdw11: 0x14))
+        XCTAssertTrue(get.status.isSuccess, "\(get.status)")
+        XCTAssertEqual(get.cqe.dw0 & 1, 1, "CC.EN read back")
+        // Nothing of the AER is left: Abort finds no command 700.
+        XCTAssertEqual(try c.admin.execute(SubmissionQueueEntry(opcode: 0x08, commandID: 0, cdw10: UInt32(700) << 16)).cqe.dw0 & 1, 1)
+        // A new AER gets the next event as usual.
+        XCTAssertTrue(try c.setFeature(0x0B, 1 << 8).status.isSuccess)
+        let aer = try c.admin.submit(SubmissionQueueEntry(opcode: 0x0C, commandID: 701))
+        try c.keepAlive()
+        XCTAssertFalse(c.admin.hasCompleted(aer))
     }
 
     func testUnansweredR2TEndsTheConnectionOnADeadline() throws {
