@@ -7,7 +7,7 @@
 #   scripts/benchmark-ab.sh OLD_FATHOMD NEW_FATHOMD [ROUNDS] [-- fathom-perf run args...]
 #
 # Defaults: 5 rounds of 3 s, 4 KiB random read QD32 on a memory namespace (nsid 2; nsid 1 is
-# null, 3 a page-cached file). Prints each round and the medians with the ratio B/A.
+# null, 3 a page-cached file, 4 the same file with O_DIRECT). Prints each round and the medians with the ratio B/A.
 # A_ARGS / B_ARGS: extra fathomd options for one side (e.g. B_ARGS="--send-zc always").
 # Needs fathom-perf built (swift build -c release --product fathom-perf).
 set -euo pipefail
@@ -32,7 +32,8 @@ for side in a b; do
  "subsystems": [{"nqn": "$NQN", "attr": {"allow_any_host": "1"}, "namespaces": [
    {"nsid": 1, "device": {"backend": "null", "size": "16G"}},
    {"nsid": 2, "device": {"backend": "memory", "size": "1G"}},
-   {"nsid": 3, "device": {"path": "$WORK/file.img"}}]}]}
+   {"nsid": 3, "device": {"path": "$WORK/file.img"}},
+   {"nsid": 4, "device": {"path": "$WORK/file.img", "direct_io": "1", "uuid": "7d0c6f0e-1c1a-4b4e-8a55-0c3f6a1e2d46", "nguid": "9e41d2b7a3c84f0b9d6e1a2b3c4d5e70"}}]}]}
 JSON
 done
 taskset -c 0 "$OLD" --config "$WORK/a.json" --reactors 1 --log-level warning --state-dir "$WORK/sa" --control-socket "$WORK/a.sock" ${A_ARGS:-} & PIDS+=($!)

@@ -66,6 +66,15 @@ static inline int fathom_fallocate(int fd, int mode, long long offset, long long
 }
 
 static inline void fathom_sqe_set_rw_flags(struct io_uring_sqe *sqe, int flags) { sqe->rw_flags = flags; }
+/* Turns a prepared READ or WRITE into READ_FIXED / WRITE_FIXED on registered buffer `index`
+   (the address range must lie inside that buffer). Other opcodes are left alone. */
+static inline void fathom_sqe_use_fixed_buffer(struct io_uring_sqe *sqe, unsigned short index) {
+    if (sqe->opcode == IORING_OP_READ) sqe->opcode = IORING_OP_READ_FIXED;
+    else if (sqe->opcode == IORING_OP_WRITE) sqe->opcode = IORING_OP_WRITE_FIXED;
+    else return;
+    sqe->buf_index = index;
+}
+static inline unsigned long long fathom_sqe_addr(const struct io_uring_sqe *sqe) { return sqe->addr; }
 static inline void fathom_sqe_set_ioprio_flags(struct io_uring_sqe *sqe, unsigned flags) { sqe->ioprio |= (unsigned short)flags; }
 static inline void fathom_sqe_set_flags(struct io_uring_sqe *sqe, unsigned flags) { sqe->flags |= (unsigned char)flags; }
 #endif

@@ -10,10 +10,21 @@ import Glibc
 /// by one from malloc: `posix_memalign` puts its bookkeeping in the page before each aligned
 /// buffer, which doubled the address space of 4 KiB buffers and made every buffer cost a
 /// resident page even when its own page was never touched (a null namespace's reads).
+///
+/// Each slab is offered to the ring as a registered buffer (`registerSlab`); a buffer carries
+/// its slab's index (or -1) so storage I/O on it can use READ_FIXED / WRITE_FIXED.
 final class BufferPool {
+    struct Buffer {
+        var pointer: UnsafeMutableRawPointer
+        /// Registered-buffer index of the buffer's slab, or -1.
+        var fixedIndex: Int32
+    }
+
     static let minimumShift = 12
     static let slabBytes = 1 << 20
-    private var freeLists: [[UnsafeMutableRawPointer]]
+    private var freeLists: [[Buffer]]
+    /// Registers a new slab with the ring and returns its index (or -1).
+    var registerSlab: ((UnsafeMutableRawPointer, Int) -> Int32)?
     private var slabs: [(UnsafeMutableRawPointer, Int)] = []
     let maxShift: Int
     private(set) var allocated = 0
@@ -38,7 +49,7 @@ final class BufferPool {
 
     /// A buffer of at least `bytes` (≤ the largest transfer) and its size class.
     @inline(__always)
-    func take(_ bytes: Int) -> (UnsafeMutableRawPointer, Int) {
+    func take(_ bytes: Int) -> (Buffer, Int) {
         let cls = Self.sizeClass(bytes)
         precondition(cls < freeLists.count, "buffer request above the largest transfer")
         if let p = freeLists[cls].popLast() { return (p, cls) }
@@ -54,12 +65,13 @@ final class BufferPool {
             fatalError("out of memory for \(bytes) bytes of I/O buffers")
         }
         slabs.append((p, bytes))
-        for k in stride(from: bytes - size, through: 0, by: -size) { freeLists[cls].append(p + k) }
+        let fixed = registerSlab?(p, bytes) ?? -1
+        for k in stride(from: bytes - size, through: 0, by: -size) { freeLists[cls].append(Buffer(pointer: p + k, fixedIndex: fixed)) }
         allocated += bytes / size
     }
 
     @inline(__always)
-    func give(_ p: UnsafeMutableRawPointer, sizeClass: Int) {
-        freeLists[sizeClass].append(p)
+    func give(_ b: Buffer, sizeClass: Int) {
+        freeLists[sizeClass].append(b)
     }
 }

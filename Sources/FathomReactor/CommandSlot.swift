@@ -20,6 +20,8 @@ struct CommandSlot {
     var sqe = SubmissionQueueEntry(opcode: 0, commandID: 0)
     var buffer: UnsafeMutableRawPointer? = nil
     var bufferClass = 0
+    /// Registered-buffer index of `buffer`'s slab (-1: not registered).
+    var bufferFixed: Int32 = -1
     /// Start of the command's data within `buffer` (in-capsule data may start at an offset),
     /// or the backend's own memory for a Read served in place (`BlockBackend.readInPlace`).
     var data: UnsafeMutableRawPointer? = nil
@@ -36,6 +38,7 @@ struct CommandSlot {
     /// A second buffer: what Compare reads to compare against, what Verify and Copy read into.
     var aux: UnsafeMutableRawPointer? = nil
     var auxClass = 0
+    var auxFixed: Int32 = -1
     var auxLength = 0
     /// Backend operations of this command still in flight.
     var pending = 0

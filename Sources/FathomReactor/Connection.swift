@@ -216,11 +216,11 @@ final class Connection {
         let s = slots[i]
         releaseGate(i)
         if let b = s.pointee.buffer {
-            reactor.pool.give(b, sizeClass: s.pointee.bufferClass)
+            reactor.pool.give(BufferPool.Buffer(pointer: b, fixedIndex: s.pointee.bufferFixed), sizeClass: s.pointee.bufferClass)
             s.pointee.buffer = nil
         }
         if let a = s.pointee.aux {
-            reactor.pool.give(a, sizeClass: s.pointee.auxClass)
+            reactor.pool.give(BufferPool.Buffer(pointer: a, fixedIndex: s.pointee.auxFixed), sizeClass: s.pointee.auxClass)
             s.pointee.aux = nil
         }
         // Field by field: assigning a fresh CommandSlot costs a full value-witness copy.
@@ -246,7 +246,8 @@ final class Connection {
         let s = slots[i]
         if s.pointee.buffer == nil {
             let (b, cls) = reactor.pool.take(length)
-            s.pointee.buffer = b
+            s.pointee.buffer = b.pointer
+            s.pointee.bufferFixed = b.fixedIndex
             s.pointee.bufferClass = cls
         }
         s.pointee.data = s.pointee.buffer

@@ -34,11 +34,30 @@ extension Connection {
     @inline(__always)
     private func issue(_ i: Int, _ operation: StorageOperation) {
         slots[i].pointee.pending += 1
+        var prepared: UnsafeMutablePointer<io_uring_sqe>? = nil
         let result = backend(i).prepare(operation, sqe: {
             inflight += 1
-            return reactor.ring.sqe(userData(.storage, slot: i))
+            prepared = reactor.ring.sqe(userData(.storage, slot: i))
+            return prepared!
         })
-        if let result { stepFinished(i, result) }
+        if let result { return stepFinished(i, result) }
+        if let sqe = prepared { useFixedBuffer(i, sqe) }
+    }
+
+    /// A backend's READ or WRITE of one of the slot's pool buffers becomes READ_FIXED /
+    /// WRITE_FIXED on the buffer's registered slab: the backends stay unaware of
+    /// registration, and the kernel need not pin the pages of each O_DIRECT transfer.
+    @inline(__always)
+    private func useFixedBuffer(_ i: Int, _ sqe: UnsafeMutablePointer<io_uring_sqe>) {
+        let s = slots[i]
+        let addr = UInt(fathom_sqe_addr(sqe))
+        if let b = s.pointee.buffer, s.pointee.bufferFixed >= 0,
+           addr >= UInt(bitPattern: b), addr < UInt(bitPattern: b) + UInt(1 << (s.pointee.bufferClass + BufferPool.minimumShift)) {
+            fathom_sqe_use_fixed_buffer(sqe, UInt16(s.pointee.bufferFixed))
+        } else if let a = s.pointee.aux, s.pointee.auxFixed >= 0,
+                  addr >= UInt(bitPattern: a), addr < UInt(bitPattern: a) + UInt(1 << (s.pointee.auxClass + BufferPool.minimumShift)) {
+            fathom_sqe_use_fixed_buffer(sqe, UInt16(s.pointee.auxFixed))
+        }
     }
 
     func beginStorage(_ i: Int) {
@@ -243,7 +262,8 @@ extension Connection {
         let s = slots[i]
         if s.pointee.aux == nil {
             let (p, cls) = reactor.pool.take(length)
-            s.pointee.aux = p
+            s.pointee.aux = p.pointer
+            s.pointee.auxFixed = p.fixedIndex
             s.pointee.auxClass = cls
         }
         s.pointee.auxLength = length

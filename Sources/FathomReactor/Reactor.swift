@@ -97,6 +97,8 @@ final class Reactor {
         ring = try Ring(entries: 1024)
         if id == 0 { logger.info("io_uring: \(ring.features(zeroCopySend: settings.zeroCopySend))") }
         pool = BufferPool(maxBytes: settings.maxDataTransfer)
+        let ring = self.ring!
+        pool.registerSlab = { base, length in ring.registerBuffer(base, length) }
         armWake()
         armTick()
         for l in listeners { armAccept(l) }

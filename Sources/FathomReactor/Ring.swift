@@ -43,9 +43,30 @@ final class Ring {
         if io_uring_register_files_sparse(ring, UInt32(Self.fixedFileTableSize)) == 0 {
             fixedFileSlots = Self.fixedFileTableSize
         }
+        if io_uring_register_buffers_sparse(ring, UInt32(Self.fixedBufferTableSize)) == 0 {
+            fixedBufferSlots = Self.fixedBufferTableSize
+        }
     }
 
     static let fixedFileTableSize = 4096
+
+    /// Registered-buffer table (sparse, filled a slab at a time by the buffer pool): storage
+    /// reads and writes of pool buffers then go as READ_FIXED / WRITE_FIXED, and the kernel
+    /// skips pinning the buffer's pages for every O_DIRECT I/O.
+    static let fixedBufferTableSize = 1024
+    private(set) var fixedBufferSlots = 0
+    private var fixedBuffersUsed = 0
+
+    /// Registers `length` bytes at `base` as the next fixed buffer. Returns its index, or -1
+    /// (table full, or refused: e.g. over RLIMIT_MEMLOCK for a user without CAP_IPC_LOCK).
+    func registerBuffer(_ base: UnsafeMutableRawPointer, _ length: Int) -> Int32 {
+        guard fixedBuffersUsed < fixedBufferSlots else { return -1 }
+        var iov = iovec(iov_base: base, iov_len: length)
+        var tag: UInt64 = 0
+        guard io_uring_register_buffers_update_tag(ring, UInt32(fixedBuffersUsed), &iov, &tag, 1) == 1 else { return -1 }
+        fixedBuffersUsed += 1
+        return Int32(fixedBuffersUsed - 1)
+    }
 
     /// Puts `fd` into registered-file slot `slot` (or empties the slot with -1). Returns
     /// false when the slot cannot be used; the caller then names the plain descriptor.
@@ -68,6 +89,7 @@ final class Ring {
     func features(zeroCopySend: ZeroCopySendPolicy) -> String {
         var used = [deferredTaskRun ? "SINGLE_ISSUER+DEFER_TASKRUN" : "plain ring (no SINGLE_ISSUER/DEFER_TASKRUN)"]
         used.append(fixedFileSlots > 0 ? "registered socket files (\(fixedFileSlots) slots)" : "plain socket descriptors (no registered files)")
+        used.append(fixedBufferSlots > 0 ? "registered buffers for storage I/O of pool buffers" : "plain buffers (no registered buffers)")
         used.append("batched SENDMSG")
         var unused: [String] = []
         if supportsSendZeroCopy {

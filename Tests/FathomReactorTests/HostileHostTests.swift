@@ -12,18 +12,23 @@ final class HostileHostTests: XCTestCase {
 
     override func tearDown() { harness?.stop() }
 
+    /// Sends a Write whose data must be asked for with an R2T, reads the R2T and returns its tag.
+    private func sendWriteAwaitingData(_ q: QueuePair, commandID: UInt16, blocks: Int) throws -> UInt16 {
+        var w = HostController.writeCommand(nsid: 1, lba: 0, blocks: blocks)
+        w.commandID = commandID
+        w.sgl = .transport(length: blocks * 512)
+        try q.sendCapsule(w, data: [])
+        let r2t = try q.socket.receive(24)
+        XCTAssertEqual(r2t[0], PDUType.r2t.rawValue)
+        return r2t.withUnsafeBytes { DataTransferHeader(decoding: $0.baseAddress!).transferTag }
+    }
+
     func testCommandIDReuseWhileInFlightIsAConflict() throws {
         harness = try TargetHarness()
         let c = try harness.controller(queues: 1)
         let q = c.ioQueues[0]
         // A write waiting for its data (its R2T sent) is in flight: its CID is taken.
-        var w = HostController.writeCommand(nsid: 1, lba: 0, blocks: 8)
-        w.commandID = 700
-        w.sgl = .transport(length: 4096)
-        try q.sendCapsule(w, data: [])
-        let r2t = try q.socket.receive(24)
-        XCTAssertEqual(r2t[0], PDUType.r2t.rawValue)
-        let tag = r2t.withUnsafeBytes { DataTransferHeader(decoding: $0.baseAddress!).transferTag }
+        let tag = try sendWriteAwaitingData(q, commandID: 700, blocks: 8)
         try q.sendCapsule(SubmissionQueueEntry(opcode: 0x00, commandID: 700, nsid: 1), data: [])
         let resp = try q.socket.receive(24)
         let cqe = resp.withUnsafeBytes { CompletionQueueEntry(decoding: $0.baseAddress! + 8) }
@@ -64,12 +69,7 @@ final class HostileHostTests: XCTestCase {
         let c = try harness.controller(queues: 1)
         let q = c.ioQueues[0]
         // A write that needs an R2T, whose data never comes.
-        var w = HostController.writeCommand(nsid: 1, lba: 0, blocks: 64)
-        w.commandID = 5
-        w.sgl = .transport(length: 32768)
-        try q.sendCapsule(w, data: [])
-        let r2t = try q.socket.receive(24)
-        XCTAssertEqual(r2t[0], PDUType.r2t.rawValue)
+        _ = try sendWriteAwaitingData(q, commandID: 5, blocks: 64)
         let term = try q.socket.receive(24)
         XCTAssertEqual(term[0], PDUType.c2hTermReq.rawValue, "ended within the deadline plus a tick")
         XCTAssertTrue(q.socket.waitForClose(seconds: 5))
