@@ -43,7 +43,13 @@ public final class CloneSet {
     /// (disk full, a map of another base) is a backend that fails every command with EIO
     /// (the host sees errors in its log, other hosts carry on); `lastError` tells why.
     public func backend(for host: String) -> BlockBackend {
-        clones.withLock { map in
+        // A clone belongs to a host NQN; anonymous hosts (empty HOSTNQN, as spdk_nvme_perf
+        // sends) would all share one writable clone, so they get none.
+        if host.isEmpty {
+            return FailingBackend(blockCount: template.blockCount, blockSizeShift: template.blockSizeShift, error: EIO,
+                                  reason: "the host connected without a host NQN; clones are kept per host NQN")
+        }
+        return clones.withLock { map in
             if let b = map[host] { return b }
             let b: BlockBackend
             do {

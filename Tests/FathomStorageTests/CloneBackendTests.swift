@@ -116,5 +116,14 @@ final class CloneBackendTests: XCTestCase {
         try again.reset(host: "nqn.host:b", delete: true)
         XCTAssertEqual(again.list().map(\.host), ["nqn.host:a"])
         XCTAssertEqual(read(again.backend(for: "nqn.host:a"), 0, 512), [UInt8](repeating: 1, count: 512))
+        // An anonymous host (empty host NQN) gets no clone: every operation fails, nothing is created.
+        let anonymous = again.backend(for: "")
+        XCTAssertTrue(anonymous is FailingBackend)
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let result = buffer.withUnsafeMutableBytes {
+            anonymous.prepare(.read(buffer: $0.baseAddress!, length: 512, offset: 0), sqe: { fatalError("no SQE expected") })
+        }
+        XCTAssertEqual(result, -EIO)
+        XCTAssertEqual(again.list().map(\.host), ["nqn.host:a"])
     }
 }
