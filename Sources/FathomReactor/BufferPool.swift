@@ -13,6 +13,9 @@ import Glibc
 ///
 /// Each slab is offered to the ring as a registered buffer (`registerSlab`); a buffer carries
 /// its slab's index (or -1) so storage I/O on it can use READ_FIXED / WRITE_FIXED.
+///
+/// The free lists are plain stacks in raw memory, sized when a slab is added, not Swift
+/// arrays: a nested array's every push and pop checks both levels for uniqueness.
 final class BufferPool {
     struct Buffer {
         var pointer: UnsafeMutableRawPointer
@@ -22,7 +25,14 @@ final class BufferPool {
 
     static let minimumShift = 12
     static let slabBytes = 1 << 20
-    private var freeLists: [[Buffer]]
+    /// A stack of free buffers of one size class; `capacity` is every buffer of the class.
+    private struct FreeList {
+        var items: UnsafeMutablePointer<Buffer>? = nil
+        var count = 0
+        var capacity = 0
+    }
+    private let freeLists: UnsafeMutablePointer<FreeList>
+    private let classCount: Int
     /// Registers a new slab with the ring and returns its index (or -1).
     var registerSlab: ((UnsafeMutableRawPointer, Int) -> Int32)?
     private var slabs: [(UnsafeMutableRawPointer, Int)] = []
@@ -33,12 +43,15 @@ final class BufferPool {
         var shift = Self.minimumShift
         while (1 << shift) < maxBytes { shift += 1 }
         maxShift = shift
-        freeLists = Array(repeating: [], count: shift - Self.minimumShift + 1)
-        for i in freeLists.indices { freeLists[i].reserveCapacity(256) }
+        classCount = shift - Self.minimumShift + 1
+        freeLists = .allocate(capacity: classCount)
+        freeLists.initialize(repeating: FreeList(), count: classCount)
     }
 
     deinit {
         for (p, n) in slabs { munmap(p, n) }
+        for c in 0..<classCount { freeLists[c].items?.deallocate() }
+        freeLists.deallocate()
     }
 
     @inline(__always)
@@ -51,10 +64,11 @@ final class BufferPool {
     @inline(__always)
     func take(_ bytes: Int) -> (Buffer, Int) {
         let cls = Self.sizeClass(bytes)
-        precondition(cls < freeLists.count, "buffer request above the largest transfer")
-        if let p = freeLists[cls].popLast() { return (p, cls) }
-        addSlab(sizeClass: cls)
-        return (freeLists[cls].popLast()!, cls)
+        precondition(cls < classCount, "buffer request above the largest transfer")
+        let list = freeLists + cls
+        if list.pointee.count == 0 { addSlab(sizeClass: cls) }
+        list.pointee.count -= 1
+        return (list.pointee.items![list.pointee.count], cls)
     }
 
     /// Maps one slab and puts its buffers of class `cls` on the free list.
@@ -66,12 +80,28 @@ final class BufferPool {
         }
         slabs.append((p, bytes))
         let fixed = registerSlab?(p, bytes) ?? -1
-        for k in stride(from: bytes - size, through: 0, by: -size) { freeLists[cls].append(Buffer(pointer: p + k, fixedIndex: fixed)) }
-        allocated += bytes / size
+        let list = freeLists + cls
+        let added = bytes / size
+        // Room for every buffer of the class, so `give` never needs to grow the stack.
+        let grown = UnsafeMutablePointer<Buffer>.allocate(capacity: list.pointee.capacity + added)
+        if let old = list.pointee.items {
+            grown.moveInitialize(from: old, count: list.pointee.count)
+            old.deallocate()
+        }
+        list.pointee.items = grown
+        list.pointee.capacity += added
+        for k in stride(from: bytes - size, through: 0, by: -size) {
+            (grown + list.pointee.count).initialize(to: Buffer(pointer: p + k, fixedIndex: fixed))
+            list.pointee.count += 1
+        }
+        allocated += added
     }
 
     @inline(__always)
     func give(_ b: Buffer, sizeClass: Int) {
-        freeLists[sizeClass].append(b)
+        let list = freeLists + sizeClass
+        precondition(list.pointee.count < list.pointee.capacity, "buffer given back twice")
+        (list.pointee.items! + list.pointee.count).initialize(to: b)
+        list.pointee.count += 1
     }
 }

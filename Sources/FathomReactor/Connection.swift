@@ -34,7 +34,19 @@ final class Connection {
     var digests = DigestConfig(header: false, data: false)
 
     // Queue, set by Connect.
-    var controller: Controller?
+    var controller: Controller? {
+        didSet { controllerRef = controller.map { Unmanaged.passUnretained($0) } }
+    }
+    /// `controller`, unretained: the per-command path reaches the controller several times
+    /// (keep-alive, decoding, reservations, statistics), and each access through the optional
+    /// var would retain and release it. `controller` keeps it alive while this is set.
+    private(set) var controllerRef: Unmanaged<Controller>?
+    /// The reactor's ring (its submission side) and buffer pool, reached without reference
+    /// counting (the reactor outlives its connections): through `reactor`, or even through an
+    /// `unowned(unsafe)` field, each use retains and releases the object, on every recv, send,
+    /// storage operation and buffer.
+    let submissions: Ring.Submissions
+    let poolRef: Unmanaged<BufferPool>
     /// The last clone namespace's backend for this connection's host (see `cloneBackend`).
     var cachedClone: (set: CloneSet, backend: BlockBackend)?
     var queueID: UInt16 = 0
@@ -111,6 +123,8 @@ final class Connection {
         self.index = index
         self.generation = generation
         self.reactor = reactor
+        submissions = reactor.ring.submissions
+        poolRef = Unmanaged.passUnretained(reactor.pool)
         self.port = port
         self.peer = peer
         self.localAddress = localAddress
@@ -210,17 +224,26 @@ final class Connection {
         enqueue(Self.controlItem)
     }
 
+    /// Runs `body` with the queue's controller borrowed, without retaining it; nil before Connect.
+    @inline(__always)
+    func withController<R>(_ body: (Controller) -> R) -> R? {
+        guard let ref = controllerRef else { return nil }
+        return ref._withUnsafeGuaranteedRef(body)
+    }
+
     // MARK: Slots
 
     func releaseSlot(_ i: Int) {
         let s = slots[i]
         releaseGate(i)
         if let b = s.pointee.buffer {
-            reactor.pool.give(BufferPool.Buffer(pointer: b, fixedIndex: s.pointee.bufferFixed), sizeClass: s.pointee.bufferClass)
+            let buffer = BufferPool.Buffer(pointer: b, fixedIndex: s.pointee.bufferFixed), cls = s.pointee.bufferClass
+            poolRef._withUnsafeGuaranteedRef { $0.give(buffer, sizeClass: cls) }
             s.pointee.buffer = nil
         }
         if let a = s.pointee.aux {
-            reactor.pool.give(BufferPool.Buffer(pointer: a, fixedIndex: s.pointee.auxFixed), sizeClass: s.pointee.auxClass)
+            let buffer = BufferPool.Buffer(pointer: a, fixedIndex: s.pointee.auxFixed), cls = s.pointee.auxClass
+            poolRef._withUnsafeGuaranteedRef { $0.give(buffer, sizeClass: cls) }
             s.pointee.aux = nil
         }
         // Field by field: assigning a fresh CommandSlot costs a full value-witness copy.
@@ -245,7 +268,7 @@ final class Connection {
     func attachBuffer(_ i: Int, length: Int) {
         let s = slots[i]
         if s.pointee.buffer == nil {
-            let (b, cls) = reactor.pool.take(length)
+            let (b, cls) = poolRef._withUnsafeGuaranteedRef { $0.take(length) }
             s.pointee.buffer = b.pointer
             s.pointee.bufferFixed = b.fixedIndex
             s.pointee.bufferClass = cls

@@ -14,7 +14,8 @@ extension Connection {
     func startCommand(_ i: Int) {
         let s = slots[i]
         if queueSize > 0 { sqHead = UInt16((Int(sqHead) + 1) % queueSize) }
-        controller?.noteActivity(nowMs: reactor.nowMs)
+        let nowMs = reactor.nowMs
+        _ = withController { $0.noteActivity(nowMs: nowMs) }
         let sqe = s.pointee.sqe
         let sgl = sqe.sgl
         let length = Int(sgl.length)
@@ -51,25 +52,9 @@ extension Connection {
         }
 
         // I/O commands are validated before any data is asked for.
-        if controller != nil && !isAdminQueue && sqe.opcode != DataDirection.fabricsOpcode {
-            if pendingFusedFirst >= 0 && sqe.fuse != 2 { failPendingFusedFirst(.fusedCommandMissing) }
-            switch IODecode(sqe, subsystem: controller!.subsystem, maxTransfer: reactor.settings.maxDataTransfer, host: controller!.hostNQN,
-                           ana: controller!.port.ana) {
-            case let .fail(status):
-                if sqe.fuse == 2 { failPendingFusedFirst(.fusedCommandFailed) }
-                return complete(i, .failure(status))
-            case let .ok(ns, request):
-                if let conflict = controller!.reservationConflict(request, on: ns) {
-                    if sqe.fuse == 2 { failPendingFusedFirst(.fusedCommandFailed) }
-                    return complete(i, .failure(conflict))
-                }
-                s.pointee.namespace = ns
-                s.pointee.request = request
-                if request.operation == .write && !controller!.volatileWriteCacheEnabled {
-                    s.pointee.request.forceUnitAccess = true
-                }
-                if sqe.fuse != 0, let status = pairFused(i) { return complete(i, .failure(status)) }
-            }
+        if !isAdminQueue && sqe.opcode != DataDirection.fabricsOpcode, let ref = controllerRef {
+            if let status = ref._withUnsafeGuaranteedRef({ decodeIO(i, sqe, $0) }) { return complete(i, .failure(status)) }
+            if sqe.fuse != 0, let status = pairFused(i) { return complete(i, .failure(status)) }
         }
 
         if s.pointee.inCapsuleLength == 0 && length > 0 {
@@ -83,6 +68,30 @@ extension Connection {
             }
         }
         execute(i)
+    }
+
+    /// Decodes I/O command `sqe` of slot `i` for `ctrl` (borrowed by the caller) and puts the
+    /// namespace and request in the slot; returns the status to fail it with, if any.
+    @inline(__always)
+    private func decodeIO(_ i: Int, _ sqe: SubmissionQueueEntry, _ ctrl: Controller) -> NVMeStatus? {
+        if pendingFusedFirst >= 0 && sqe.fuse != 2 { failPendingFusedFirst(.fusedCommandMissing) }
+        switch IODecode(sqe, controller: ctrl, maxTransfer: reactor.settings.maxDataTransfer) {
+        case let .fail(status):
+            if sqe.fuse == 2 { failPendingFusedFirst(.fusedCommandFailed) }
+            return status
+        case let .ok(ns, request):
+            if let conflict = ctrl.reservationConflict(request, on: ns) {
+                if sqe.fuse == 2 { failPendingFusedFirst(.fusedCommandFailed) }
+                return conflict
+            }
+            let s = slots[i]
+            s.pointee.namespace = ns
+            s.pointee.request = request
+            if request.operation == .write && !ctrl.volatileWriteCacheEnabled {
+                s.pointee.request.forceUnitAccess = true
+            }
+            return nil
+        }
     }
 
     /// All of the command's data is in: run it.

@@ -13,7 +13,7 @@ extension Connection {
         guard !recvInFlight, !stopReading, state != .closing else { return }
         let sqe: UnsafeMutablePointer<io_uring_sqe>
         if phase == .payload && rxStart == rxEnd, let dest = payloadDest {
-            sqe = reactor.ring.sqe(userData(.recv))
+            sqe = submissions.sqe(userData(.recv))
             io_uring_prep_recv(sqe, socketRef, dest, payloadRemaining, 0)
             recvDirect = true
         } else {
@@ -25,7 +25,7 @@ extension Connection {
                 rxEnd -= rxStart
                 rxStart = 0
             }
-            sqe = reactor.ring.sqe(userData(.recv))
+            sqe = submissions.sqe(userData(.recv))
             io_uring_prep_recv(sqe, socketRef, staging + rxEnd, Self.stagingCapacity - rxEnd, 0)
             recvDirect = false
         }

@@ -72,11 +72,11 @@ extension Connection {
         msg.pointee.msg_iovlen = iovCount - iovStart
         let sqe: UnsafeMutablePointer<io_uring_sqe>
         if sendIsZeroCopy {
-            sqe = reactor.ring.sqe(userData(.send, slot: Int(zeroCopySequence)))
+            sqe = submissions.sqe(userData(.send, slot: Int(zeroCopySequence)))
             io_uring_prep_sendmsg_zc(sqe, socketRef, msg, UInt32(MSG_NOSIGNAL))
             fathom_sqe_set_ioprio_flags(sqe, fathom_IORING_SEND_ZC_REPORT_USAGE)
         } else {
-            sqe = reactor.ring.sqe(userData(.send))
+            sqe = submissions.sqe(userData(.send))
             io_uring_prep_sendmsg(sqe, socketRef, msg, UInt32(MSG_NOSIGNAL))
         }
         markSocket(sqe)

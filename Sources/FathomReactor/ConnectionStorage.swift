@@ -37,7 +37,7 @@ extension Connection {
         var prepared: UnsafeMutablePointer<io_uring_sqe>? = nil
         let result = backend(i).prepare(operation, sqe: {
             inflight += 1
-            prepared = reactor.ring.sqe(userData(.storage, slot: i))
+            prepared = submissions.sqe(userData(.storage, slot: i))
             return prepared!
         })
         if let result { return stepFinished(i, result) }
@@ -140,7 +140,7 @@ extension Connection {
             }
             s.pointee.storageDone = done
             if done < r.length { return issueTransfer(i) }
-            controller?.account(read: r.operation == .read, bytes: r.length)
+            withController { $0.account(read: r.operation == .read, bytes: r.length) }
             if s.pointee.fuseRole == 2 { return fusedWritten(i, .success) }
             complete(i, CommandCompletion(status: .success, dataLength: r.operation == .read ? r.length : 0))
         case .flush:
@@ -261,7 +261,7 @@ extension Connection {
     private func attachAux(_ i: Int, length: Int) {
         let s = slots[i]
         if s.pointee.aux == nil {
-            let (p, cls) = reactor.pool.take(length)
+            let (p, cls) = poolRef._withUnsafeGuaranteedRef { $0.take(length) }
             s.pointee.aux = p.pointer
             s.pointee.auxFixed = p.fixedIndex
             s.pointee.auxClass = cls

@@ -111,14 +111,27 @@ final class Ring {
 
     /// A zeroed SQE tagged with `userData`.
     @inline(__always)
-    func sqe(_ userData: UInt64) -> UnsafeMutablePointer<io_uring_sqe> {
-        var s = io_uring_get_sqe(ring)
-        while s == nil {
-            _ = io_uring_submit(ring)
-            s = io_uring_get_sqe(ring)
+    func sqe(_ userData: UInt64) -> UnsafeMutablePointer<io_uring_sqe> { submissions.sqe(userData) }
+
+    /// The ring's submission side as a plain value, for connections: taking an SQE through
+    /// it retains nothing, where a call on the Ring object retains and releases the object
+    /// around every recv, send and storage operation.
+    var submissions: Submissions { Submissions(ring: ring) }
+
+    struct Submissions {
+        fileprivate let ring: UnsafeMutablePointer<io_uring>
+
+        /// A fresh SQE tagged with `userData`; submits what is queued when the queue is full.
+        @inline(__always)
+        func sqe(_ userData: UInt64) -> UnsafeMutablePointer<io_uring_sqe> {
+            var s = io_uring_get_sqe(ring)
+            while s == nil {
+                _ = io_uring_submit(ring)
+                s = io_uring_get_sqe(ring)
+            }
+            io_uring_sqe_set_data64(s!, userData)
+            return s!
         }
-        io_uring_sqe_set_data64(s!, userData)
-        return s!
     }
 
     /// Submits what is queued and waits for at least one completion.

@@ -102,7 +102,11 @@ public final class Controller {
     /// Any command counts as keep-alive traffic (we do not advertise TBKAS, but counting
     /// traffic only makes the target more forgiving, never less).
     @inline(__always)
-    public func noteActivity(nowMs: Int64) { lastActivityMs.store(nowMs, ordering: .relaxed) }
+    /// Stores only when the millisecond changed: the queues of one controller run on several
+    /// reactors, and a store per command would move the cache line between their cores.
+    public func noteActivity(nowMs: Int64) {
+        if lastActivityMs.load(ordering: .relaxed) != nowMs { lastActivityMs.store(nowMs, ordering: .relaxed) }
+    }
 
     /// True once the host has been silent for longer than its keep-alive timeout. The
     /// check runs on a 1 s tick, so the effective timeout is KATO plus up to a second.

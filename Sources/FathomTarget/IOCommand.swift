@@ -70,10 +70,20 @@ public enum IODecode {
     case ok(Namespace, BlockRequest)
     case fail(NVMeStatus)
 
+    /// Decodes a command of `controller`'s I/O queue: its subsystem's namespaces as its host
+    /// sees them, through the ANA states of the port it connected to.
+    @inline(__always)
+    public init(_ sqe: SubmissionQueueEntry, controller: __shared Controller, maxTransfer: Int) {
+        self.init(sqe, subsystem: controller.subsystem, maxTransfer: maxTransfer, host: controller.hostNQN, ana: controller.port.ana)
+    }
+
+    /// Parameters are `__shared` (borrowed): an initializer otherwise takes them owned, which
+    /// retained and released the subsystem and ANA table on every command.
     @inline(__always)
     /// `host`: the connected host's NQN, for namespaces masked to some hosts; `ana`: the
     /// ANA states of the port the command came through.
-    public init(_ sqe: SubmissionQueueEntry, subsystem: Subsystem, maxTransfer: Int, host: String? = nil, ana: ANAStates? = nil) {
+    public init(_ sqe: SubmissionQueueEntry, subsystem: __shared Subsystem, maxTransfer: Int, host: __shared String? = nil,
+                ana: __shared ANAStates? = nil) {
         guard let ns = subsystem.namespace(sqe.nsid), host.map({ ns.isVisible(to: $0) }) ?? true else {
             self = .fail(sqe.opcodeIsKnownIO ? .invalidNamespace : .invalidOpcode)
             return

@@ -38,6 +38,12 @@ final class NamespaceSnapshot {
         Unmanaged<NamespaceSet>.fromOpaque(UnsafeRawPointer(bitPattern: current.load(ordering: .acquiring))!).release()
     }
 
+    /// Runs `body` on the current set without retaining it (a lookup per I/O command).
+    @inline(__always)
+    func withSet<R>(_ body: (NamespaceSet) -> R) -> R {
+        Unmanaged<NamespaceSet>.fromOpaque(UnsafeRawPointer(bitPattern: current.load(ordering: .acquiring))!)._withUnsafeGuaranteedRef(body)
+    }
+
     @inline(__always)
     var set: NamespaceSet {
         Unmanaged<NamespaceSet>.fromOpaque(UnsafeRawPointer(bitPattern: current.load(ordering: .acquiring))!).takeUnretainedValue()

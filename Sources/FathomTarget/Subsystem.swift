@@ -81,7 +81,7 @@ public final class Subsystem {
     public static let maxNamespaces: UInt32 = 1024
 
     @inline(__always)
-    public func namespace(_ nsid: UInt32) -> Namespace? { snapshot.set.namespace(nsid) }
+    public func namespace(_ nsid: UInt32) -> Namespace? { snapshot.withSet { $0.namespace(nsid) } }
 
     /// Replaces the namespace set (hot add, remove, resize) and returns the NSIDs whose
     /// attributes changed: added, removed, or replaced by a different object.
