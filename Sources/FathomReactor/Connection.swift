@@ -41,6 +41,8 @@ final class Connection {
     /// (keep-alive, decoding, reservations, statistics), and each access through the optional
     /// var would retain and release it. `controller` keeps it alive while this is set.
     private(set) var controllerRef: Unmanaged<Controller>?
+    /// Masked namespaces this queue's host was found to see (no NQN hashing per command).
+    var visibility = VisibilityCache()
     /// The reactor's ring (its submission side) and buffer pool, reached without reference
     /// counting (the reactor outlives its connections): through `reactor`, or even through an
     /// `unowned(unsafe)` field, each use retains and releases the object, on every recv, send,

@@ -75,7 +75,7 @@ extension Connection {
     @inline(__always)
     private func decodeIO(_ i: Int, _ sqe: SubmissionQueueEntry, _ ctrl: Controller) -> NVMeStatus? {
         if pendingFusedFirst >= 0 && sqe.fuse != 2 { failPendingFusedFirst(.fusedCommandMissing) }
-        switch IODecode(sqe, controller: ctrl, maxTransfer: reactor.settings.maxDataTransfer) {
+        switch IODecode(sqe, controller: ctrl, maxTransfer: reactor.settings.maxDataTransfer, visibility: &visibility) {
         case let .fail(status):
             if sqe.fuse == 2 { failPendingFusedFirst(.fusedCommandFailed) }
             return status

@@ -73,8 +73,9 @@ public enum IODecode {
     /// Decodes a command of `controller`'s I/O queue: its subsystem's namespaces as its host
     /// sees them, through the ANA states of the port it connected to.
     @inline(__always)
-    public init(_ sqe: SubmissionQueueEntry, controller: __shared Controller, maxTransfer: Int) {
-        self.init(sqe, subsystem: controller.subsystem, maxTransfer: maxTransfer, host: controller.hostNQN, ana: controller.port.ana)
+    public init(_ sqe: SubmissionQueueEntry, controller: __shared Controller, maxTransfer: Int, visibility: inout VisibilityCache) {
+        let ns = controller.subsystem.namespace(sqe.nsid, visibleTo: controller.hostNQN, cache: &visibility)
+        self.init(sqe, namespace: ns, maxTransfer: maxTransfer, ana: controller.port.ana)
     }
 
     /// Parameters are `__shared` (borrowed): an initializer otherwise takes them owned, which
@@ -84,7 +85,14 @@ public enum IODecode {
     /// ANA states of the port the command came through.
     public init(_ sqe: SubmissionQueueEntry, subsystem: __shared Subsystem, maxTransfer: Int, host: __shared String? = nil,
                 ana: __shared ANAStates? = nil) {
-        guard let ns = subsystem.namespace(sqe.nsid), host.map({ ns.isVisible(to: $0) }) ?? true else {
+        let ns = subsystem.namespace(sqe.nsid).flatMap { ns in host.map { ns.isVisible(to: $0) } ?? true ? ns : nil }
+        self.init(sqe, namespace: ns, maxTransfer: maxTransfer, ana: ana)
+    }
+
+    /// Decodes `sqe` for namespace `ns` as found and checked for the host (nil: none it may see).
+    @inline(__always)
+    init(_ sqe: SubmissionQueueEntry, namespace: __shared Namespace?, maxTransfer: Int, ana: __shared ANAStates?) {
+        guard let ns = namespace else {
             self = .fail(sqe.opcodeIsKnownIO ? .invalidNamespace : .invalidOpcode)
             return
         }

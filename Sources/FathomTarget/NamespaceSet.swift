@@ -4,8 +4,13 @@ import Synchronization
 public final class NamespaceSet {
     public let list: [Namespace]
     let table: [Namespace?]
+    /// Unique for the process's life (never reused, unlike the object's address): what a
+    /// `VisibilityCache` remembers its answers against.
+    let generation: UInt64
+    private static let generations = Atomic<UInt64>(0)
 
     public init(_ namespaces: [Namespace]) {
+        generation = Self.generations.wrappingAdd(1, ordering: .relaxed).newValue
         list = namespaces.sorted { $0.nsid < $1.nsid }
         var table = [Namespace?](repeating: nil, count: Int(namespaces.map(\.nsid).max() ?? 0) + 1)
         for ns in namespaces { table[Int(ns.nsid)] = ns }
@@ -61,4 +66,15 @@ final class NamespaceSnapshot {
     func reclaim(nowMs: Int64) {
         retired.withLock { $0.removeAll { nowMs - $0.atMs > Self.graceMs } }
     }
+}
+
+/// Which masked namespaces (`allowed_hosts`) an I/O queue's host was found to see, so the
+/// host's NQN is hashed once per namespace and queue, not on every command. The answers hold
+/// for one namespace set: any replacement (hot add, remove, resize, new masks) makes new
+/// Namespace objects and a new generation, which empties the cache.
+public struct VisibilityCache {
+    var generation: UInt64 = 0
+    /// Bit n: NSID n (below 64) is visible. Larger NSIDs are always checked.
+    var visible: UInt64 = 0
+    public init() {}
 }

@@ -83,6 +83,25 @@ public final class Subsystem {
     @inline(__always)
     public func namespace(_ nsid: UInt32) -> Namespace? { snapshot.withSet { $0.namespace(nsid) } }
 
+    /// Namespace `nsid` if `host` may see it, answering masked namespaces from `cache` once a
+    /// queue has checked them against the current set.
+    @inline(__always)
+    public func namespace(_ nsid: UInt32, visibleTo host: __shared String, cache: inout VisibilityCache) -> Namespace? {
+        snapshot.withSet { set -> Namespace? in
+            guard let ns = set.namespace(nsid) else { return nil }
+            guard ns.visibleHosts != nil else { return ns }
+            let bit: UInt64 = nsid < 64 ? 1 << UInt64(nsid) : 0
+            if cache.generation == set.generation && cache.visible & bit != 0 { return ns }
+            guard ns.isVisible(to: host) else { return nil }
+            if cache.generation != set.generation {
+                cache.generation = set.generation
+                cache.visible = 0
+            }
+            cache.visible |= bit
+            return ns
+        }
+    }
+
     /// Replaces the namespace set (hot add, remove, resize) and returns the NSIDs whose
     /// attributes changed: added, removed, or replaced by a different object.
     @discardableResult

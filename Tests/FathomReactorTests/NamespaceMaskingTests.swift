@@ -49,6 +49,46 @@ final class NamespaceMaskingTests: XCTestCase {
         XCTAssertEqual(try ha.read(nsid: 1, lba: 0, blocks: 1), pattern(512, seed: 2))
     }
 
+    /// A queue remembers which masked namespaces its host may see (so the host NQN is not
+    /// hashed per command); a re-mask at runtime must take effect on queues that already
+    /// used the namespace, both ways.
+    func testRemaskingTakesEffectOnConnectedQueues() throws {
+        let nqn = "nqn.2026-11.io.fathom.test:remask"
+        let a = "nqn.2026-11.io.fathom.test:host-a-000000000000"
+        let b = "nqn.2026-11.io.fathom.test:host-b-000000000000"
+        func config(_ allowed: String) throws -> TargetConfig {
+            try TargetConfig.parse(json: Array("""
+            {"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "0", "trtype": "tcp"}, "portid": 1, "subsystems": ["\(nqn)"]}],
+             "subsystems": [{"nqn": "\(nqn)", "attr": {"allow_any_host": "1"}, "namespaces": [
+                {"nsid": 2, "device": {"backend": "memory", "size": "4M"}, "allowed_hosts": ["\(allowed)"]},
+                {"nsid": 70, "device": {"backend": "memory", "size": "4M"}, "allowed_hosts": ["\(allowed)"]}]}]}
+            """.utf8))
+        }
+        var logger = Logger(label: "masking-test") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = .critical
+        let server = try FathomServer(config: try config(a), reactorCount: 1, logger: logger)
+        try server.start()
+        defer { server.stop() }
+        func host(_ hostNQN: String) throws -> HostController {
+            let c = try HostController(host: "127.0.0.1", port: server.boundPorts[0], subsystemNQN: nqn, hostNQN: hostNQN)
+            try c.enable()
+            try c.createIOQueues(1)
+            return c
+        }
+        let ha = try host(a), hb = try host(b)
+        for nsid: UInt32 in [2, 70] {  // 70: above the cache's bitmap, always checked
+            for _ in 0..<3 { XCTAssertEqual(try ha.read(nsid: nsid, lba: 0, blocks: 1).count, 512) }
+            XCTAssertThrowsError(try hb.read(nsid: nsid, lba: 0, blocks: 1)) { XCTAssertEqual($0 as? HostError, .failed("Read", .invalidNamespace)) }
+        }
+        try server.apply(try config(b))
+        for nsid: UInt32 in [2, 70] {
+            XCTAssertThrowsError(try ha.read(nsid: nsid, lba: 0, blocks: 1), "host A's queue saw NSID \(nsid) before the re-mask") {
+                XCTAssertEqual($0 as? HostError, .failed("Read", .invalidNamespace))
+            }
+            XCTAssertEqual(try hb.read(nsid: nsid, lba: 0, blocks: 1).count, 512)
+        }
+    }
+
     func testMaskedHostMustBeAValidNQN() {
         let json = #"""
         {"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "4420", "trtype": "tcp"}, "portid": 1}],
