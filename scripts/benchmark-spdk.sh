@@ -104,6 +104,8 @@ print("run", *sys.argv[1:4], r.get("iops", "nan"), r.get("mib_s", "nan"), r.get(
 }
 
 WORKLOADS=("32 4096 randread" "32 131072 read" "1 4096 randread" "32 4096 randwrite")
+# ONLY="QD SIZE PATTERN" measures just that workload (e.g. more rounds of the noisy QD1 latency).
+if [[ -n ${ONLY:-} ]]; then WORKLOADS=("$ONLY"); fi
 {
 for round in $(seq 1 "$REPEAT"); do
     # Rotate the order of the targets each round.
