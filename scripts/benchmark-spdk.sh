@@ -60,7 +60,7 @@ start_target() {
         ;;
     fathom)
         taskset -c 0 $BIN/fathomd --config "$WORK/fathom.json" --reactors 1 --log-level warning \
-            --state-dir "$WORK/state" --control-socket "$WORK/fathom.sock" > "$WORK/fathom.log" 2>&1 &
+            --state-dir "$WORK/state" --control-socket "$WORK/fathom.sock" ${FATHOM_ARGS:-} > "$WORK/fathom.log" 2>&1 &
         PID=$!
         ;;
     esac
@@ -104,6 +104,7 @@ print("run", *sys.argv[1:4], r.get("iops", "nan"), r.get("mib_s", "nan"), r.get(
 }
 
 WORKLOADS=("32 4096 randread" "32 131072 read" "1 4096 randread" "32 4096 randwrite")
+# FATHOM_ARGS: extra fathomd options (e.g. FATHOM_ARGS="--busy-poll-us 50").
 # ONLY="QD SIZE PATTERN" measures just that workload (e.g. more rounds of the noisy QD1 latency).
 if [[ -n ${ONLY:-} ]]; then WORKLOADS=("$ONLY"); fi
 {

@@ -96,6 +96,9 @@ final class Reactor {
         if let cpu { try Self.pinCurrentThread(to: cpu) }
         ring = try Ring(entries: 1024)
         if id == 0 { logger.info("io_uring: \(ring.features(zeroCopySend: settings.zeroCopySend))") }
+        if id == 0 && settings.busyPollMicroseconds > 0 {
+            logger.info("reactors poll up to \(settings.busyPollMicroseconds) µs for more work before sleeping (--busy-poll-us)")
+        }
         pool = BufferPool(maxBytes: settings.maxDataTransfer)
         let ring = self.ring!
         pool.registerSlab = { base, length in ring.registerBuffer(base, length) }
@@ -103,7 +106,9 @@ final class Reactor {
         armTick()
         for l in listeners { armAccept(l) }
         onReady?()
+        let pollNs = UInt64(settings.busyPollMicroseconds) * 1000
         while true {
+            if pollNs > 0 { poll(ring, forNanoseconds: pollNs) }
             let rc = ring.submitAndWait()
             if rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EAGAIN && rc != -EBUSY {
                 logger.critical("io_uring wait failed", metadata: ["errno": "\(-rc)"])
@@ -114,6 +119,15 @@ final class Reactor {
             if stopping && connections.allSatisfy({ $0 == nil }) { break }
         }
         logger.debug("reactor stopped")
+    }
+
+    /// Polls the ring for up to `budget` ns before the loop sleeps (`--busy-poll-us`); returns
+    /// as soon as a completion is ready, so the wait that follows does not sleep.
+    private func poll(_ ring: Ring, forNanoseconds budget: UInt64) {
+        let start = MonotonicClock.nowNs()
+        while !ring.submitAndPeek() {
+            if MonotonicClock.nowNs() &- start >= budget { return }
+        }
     }
 
     @inline(__always)

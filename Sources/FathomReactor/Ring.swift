@@ -138,6 +138,15 @@ final class Ring {
     @inline(__always)
     func submitAndWait() -> Int32 { io_uring_submit_and_wait(ring, 1) }
 
+    /// Submits what is queued and makes completions visible without sleeping (with
+    /// DEFER_TASKRUN they are only posted when the task enters the kernel asking for events).
+    /// True when at least one completion is ready.
+    @inline(__always)
+    func submitAndPeek() -> Bool {
+        _ = io_uring_submit_and_get_events(ring)
+        return io_uring_cq_ready(ring) > 0
+    }
+
     /// Hands each available completion (user data, result, CQE flags) to `body`, marking each seen before the call (the
     /// body may submit, and the kernel may then reuse the entry).
     @inline(__always)
