@@ -48,7 +48,7 @@ final class Connection {
     /// `unowned(unsafe)` field, each use retains and releases the object, on every recv, send,
     /// storage operation and buffer.
     let submissions: Ring.Submissions
-    let poolRef: Unmanaged<BufferPool>
+    private let poolRef: Unmanaged<BufferPool>
     /// The last clone namespace's backend for this connection's host (see `cloneBackend`).
     var cachedClone: (set: CloneSet, backend: BlockBackend)?
     var queueID: UInt16 = 0
@@ -233,6 +233,10 @@ final class Connection {
         return ref._withUnsafeGuaranteedRef(body)
     }
 
+    /// Runs `body` with the reactor's buffer pool borrowed, without retaining it.
+    @inline(__always)
+    func withPool<R>(_ body: (BufferPool) -> R) -> R { poolRef._withUnsafeGuaranteedRef(body) }
+
     // MARK: Slots
 
     func releaseSlot(_ i: Int) {
@@ -240,12 +244,12 @@ final class Connection {
         releaseGate(i)
         if let b = s.pointee.buffer {
             let buffer = BufferPool.Buffer(pointer: b, fixedIndex: s.pointee.bufferFixed), cls = s.pointee.bufferClass
-            poolRef._withUnsafeGuaranteedRef { $0.give(buffer, sizeClass: cls) }
+            withPool { $0.give(buffer, sizeClass: cls) }
             s.pointee.buffer = nil
         }
         if let a = s.pointee.aux {
             let buffer = BufferPool.Buffer(pointer: a, fixedIndex: s.pointee.auxFixed), cls = s.pointee.auxClass
-            poolRef._withUnsafeGuaranteedRef { $0.give(buffer, sizeClass: cls) }
+            withPool { $0.give(buffer, sizeClass: cls) }
             s.pointee.aux = nil
         }
         // Field by field: assigning a fresh CommandSlot costs a full value-witness copy.
@@ -270,7 +274,7 @@ final class Connection {
     func attachBuffer(_ i: Int, length: Int) {
         let s = slots[i]
         if s.pointee.buffer == nil {
-            let (b, cls) = poolRef._withUnsafeGuaranteedRef { $0.take(length) }
+            let (b, cls) = withPool { $0.take(length) }
             s.pointee.buffer = b.pointer
             s.pointee.bufferFixed = b.fixedIndex
             s.pointee.bufferClass = cls

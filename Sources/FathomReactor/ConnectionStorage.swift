@@ -261,7 +261,7 @@ extension Connection {
     private func attachAux(_ i: Int, length: Int) {
         let s = slots[i]
         if s.pointee.aux == nil {
-            let (p, cls) = poolRef._withUnsafeGuaranteedRef { $0.take(length) }
+            let (p, cls) = withPool { $0.take(length) }
             s.pointee.aux = p.pointer
             s.pointee.auxFixed = p.fixedIndex
             s.pointee.auxClass = cls

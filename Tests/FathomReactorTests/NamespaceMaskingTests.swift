@@ -11,6 +11,22 @@ import Glibc
 /// Per-namespace visibility per host (SPDK's masking, which nvmet lacks): a host sees, lists
 /// and reaches only the namespaces it is allowed.
 final class NamespaceMaskingTests: XCTestCase {
+    private func startServer(_ config: TargetConfig) throws -> FathomServer {
+        var logger = Logger(label: "masking-test") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = .critical
+        let server = try FathomServer(config: config, reactorCount: 1, logger: logger)
+        try server.start()
+        return server
+    }
+
+    /// A host connected to `server`'s subsystem `nqn` with one I/O queue.
+    private func connect(_ server: FathomServer, _ nqn: String, as hostNQN: String) throws -> HostController {
+        let c = try HostController(host: "127.0.0.1", port: server.boundPorts[0], subsystemNQN: nqn, hostNQN: hostNQN)
+        try c.enable()
+        try c.createIOQueues(1)
+        return c
+    }
+
     func testHostsSeeOnlyTheirNamespaces() throws {
         let nqn = "nqn.2026-11.io.fathom.test:masked"
         let a = "nqn.2026-11.io.fathom.test:host-a-000000000000"
@@ -22,21 +38,12 @@ final class NamespaceMaskingTests: XCTestCase {
             {"nsid": 2, "device": {"backend": "memory", "size": "4M"}, "allowed_hosts": ["\(a)"]},
             {"nsid": 3, "device": {"backend": "memory", "size": "4M"}, "allowed_hosts": ["\(b)"]}]}]}
         """.utf8))
-        var logger = Logger(label: "masking-test") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = .critical
-        let server = try FathomServer(config: config, reactorCount: 1, logger: logger)
-        try server.start()
+        let server = try startServer(config)
         defer { server.stop() }
-        func host(_ nqn_: String) throws -> HostController {
-            let c = try HostController(host: "127.0.0.1", port: server.boundPorts[0], subsystemNQN: nqn, hostNQN: nqn_)
-            try c.enable()
-            try c.createIOQueues(1)
-            return c
-        }
         func active(_ c: HostController) throws -> [UInt32] {
             try c.identify(cns: 2).withUnsafeBytes { b in (0..<1024).map { b.baseAddress!.le32($0 * 4) }.filter { $0 != 0 } }
         }
-        let ha = try host(a), hb = try host(b)
+        let ha = try connect(server, nqn, as: a), hb = try connect(server, nqn, as: b)
         XCTAssertEqual(try active(ha), [1, 2])
         XCTAssertEqual(try active(hb), [1, 3])
         try ha.write(nsid: 2, lba: 0, data: pattern(512, seed: 1))
@@ -64,18 +71,9 @@ final class NamespaceMaskingTests: XCTestCase {
                 {"nsid": 70, "device": {"backend": "memory", "size": "4M"}, "allowed_hosts": ["\(allowed)"]}]}]}
             """.utf8))
         }
-        var logger = Logger(label: "masking-test") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = .critical
-        let server = try FathomServer(config: try config(a), reactorCount: 1, logger: logger)
-        try server.start()
+        let server = try startServer(try config(a))
         defer { server.stop() }
-        func host(_ hostNQN: String) throws -> HostController {
-            let c = try HostController(host: "127.0.0.1", port: server.boundPorts[0], subsystemNQN: nqn, hostNQN: hostNQN)
-            try c.enable()
-            try c.createIOQueues(1)
-            return c
-        }
-        let ha = try host(a), hb = try host(b)
+        let ha = try connect(server, nqn, as: a), hb = try connect(server, nqn, as: b)
         for nsid: UInt32 in [2, 70] {  // 70: above the cache's bitmap, always checked
             for _ in 0..<3 { XCTAssertEqual(try ha.read(nsid: nsid, lba: 0, blocks: 1).count, 512) }
             XCTAssertThrowsError(try hb.read(nsid: nsid, lba: 0, blocks: 1)) { XCTAssertEqual($0 as? HostError, .failed("Read", .invalidNamespace)) }
