@@ -32,6 +32,9 @@ struct CommandSlot {
     /// H2CData bytes received so far.
     var received = 0
     var namespace: Namespace? = nil
+    /// `namespace`'s storage binding, unretained (`namespace` holds it): the storage path
+    /// reaches the backend without reference counting or a downcast per operation.
+    var storage: Unmanaged<StorageNamespace>? = nil
     var request = BlockRequest(operation: .flush, offset: 0, length: 0, forceUnitAccess: false, startingLBA: 0)
     /// Bytes the backend has finished (short reads/writes are resubmitted for the rest).
     var storageDone = 0

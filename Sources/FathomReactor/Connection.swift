@@ -259,6 +259,7 @@ final class Connection {
         s.pointee.inCapsuleLength = 0
         s.pointee.received = 0
         s.pointee.namespace = nil
+        s.pointee.storage = nil
         s.pointee.c2hLength = 0
         s.pointee.skipResponse = false
         s.pointee.fuseRole = 0

@@ -86,6 +86,7 @@ extension Connection {
             }
             let s = slots[i]
             s.pointee.namespace = ns
+            s.pointee.storage = Unmanaged.passUnretained(unsafeDowncast(ns.backend as AnyObject, to: StorageNamespace.self))
             s.pointee.request = request
             if request.operation == .write && !ctrl.volatileWriteCacheEnabled {
                 s.pointee.request.forceUnitAccess = true

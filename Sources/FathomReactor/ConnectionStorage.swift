@@ -14,11 +14,14 @@ import Glibc
 /// into the slot's second buffer; Write Zeroes falls back from ZERO_RANGE to a punched hole
 /// to writing zeros where the filesystem or device lacks the first.
 extension Connection {
+    /// Runs `body` with the backend of slot `i`'s namespace (for a clone namespace, this
+    /// host's clone), borrowed: the slot's namespace reference keeps it alive.
     @inline(__always)
-    private func backend(_ i: Int) -> BlockBackend {
-        let ns = unsafeDowncast(slots[i].pointee.namespace!.backend as AnyObject, to: StorageNamespace.self)
-        guard let clones = ns.clones else { return ns.store }
-        return cloneBackend(clones)
+    private func withBackend<R>(_ i: Int, _ body: (BlockBackend) -> R) -> R {
+        slots[i].pointee.storage!._withUnsafeGuaranteedRef { ns in
+            guard let clones = ns.clones else { return body(ns.store) }
+            return body(cloneBackend(clones))
+        }
     }
 
     /// This host's clone of a clone namespace, cached for the connection (one lookup per
@@ -35,11 +38,13 @@ extension Connection {
     private func issue(_ i: Int, _ operation: StorageOperation) {
         slots[i].pointee.pending += 1
         var prepared: UnsafeMutablePointer<io_uring_sqe>? = nil
-        let result = backend(i).prepare(operation, sqe: {
-            inflight += 1
-            prepared = submissions.sqe(userData(.storage, slot: i))
-            return prepared!
-        })
+        let result = withBackend(i) {
+            $0.prepare(operation, sqe: {
+                inflight += 1
+                prepared = submissions.sqe(userData(.storage, slot: i))
+                return prepared!
+            })
+        }
         if let result { return stepFinished(i, result) }
         if let sqe = prepared { useFixedBuffer(i, sqe) }
     }
@@ -205,7 +210,7 @@ extension Connection {
         if r.operation == .read {
             // Memory and null namespaces: the data goes from the backend's memory to the
             // socket, one copy instead of two (the command buffer stays unused).
-            if done == 0, let p = backend(i).readInPlace(offset: r.offset, length: r.length) {
+            if done == 0, let p = withBackend(i, { $0.readInPlace(offset: r.offset, length: r.length) }) {
                 s.pointee.data = p
                 s.pointee.pending += 1
                 return stepFinished(i, Int32(r.length))
@@ -227,7 +232,7 @@ extension Connection {
         case .main where unsupported:
             s.pointee.step = .punchHole
             return issue(i, .deallocate(offset: r.offset, length: UInt64(r.length)))
-        case .punchHole where unsupported || (result >= 0 && !backend(i).deallocatedReadsZero):
+        case .punchHole where unsupported || (result >= 0 && !withBackend(i, { $0.deallocatedReadsZero })):
             s.pointee.step = .zeroWrites
             attachAux(i, length: min(r.length, reactor.settings.maxDataTransfer))
             s.pointee.aux!.initializeMemory(as: UInt8.self, repeating: 0, count: s.pointee.auxLength)
