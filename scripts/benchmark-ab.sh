@@ -26,8 +26,13 @@ NQN=nqn.2026-11.io.fathom:ab
 truncate -s 1G "$WORK/file.img"
 dd if=/dev/urandom of="$WORK/file.img" bs=1M count=1024 conv=notrunc status=none
 # Out of the page cache: O_DIRECT reads (nsid 4) of cached ranges would first have to
-# invalidate them, which io_uring hands to its worker threads.
-python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$WORK/file.img"
+# invalidate them, which io_uring hands to its worker threads. The buffered namespace (nsid 3)
+# is measured on a warm cache instead, as the benchmark's buffered rows are.
+if [[ " ${ARGS[*]} " == *" --nsid 3 "* ]]; then
+    cat "$WORK/file.img" > /dev/null
+else
+    python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$WORK/file.img"
+fi
 for side in a b; do
     port=$([[ $side == a ]] && echo 24521 || echo 24522)
     cat > "$WORK/$side.json" <<JSON
