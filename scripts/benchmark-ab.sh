@@ -7,7 +7,8 @@
 #   scripts/benchmark-ab.sh OLD_FATHOMD NEW_FATHOMD [ROUNDS] [-- fathom-perf run args...]
 #
 # Defaults: 5 rounds of 3 s, 4 KiB random read QD32 on a memory namespace (nsid 2; nsid 1 is
-# null, 3 a page-cached file, 4 the same file with O_DIRECT). Prints each round and the medians with the ratio B/A.
+# null, 3 a page-cached file, 4 the same file with O_DIRECT, 5 a copy of it on /dev/shm).
+# Prints each round and the medians with the ratio B/A.
 # A_ARGS / B_ARGS: extra fathomd options for one side (e.g. B_ARGS="--send-zc always").
 # Needs fathom-perf built (swift build -c release --product fathom-perf).
 set -euo pipefail
@@ -20,11 +21,13 @@ ARGS=("$@"); [[ ${#ARGS[@]} -eq 0 ]] && ARGS=(--nsid 2 -q 32 -o 4096 -w randread
 PERF=.build/release/fathom-perf
 WORK=$(mktemp -d /tmp/fathom-ab-XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+SHM=/dev/shm/fathom-ab-$$.img
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK" "$SHM"; }
 trap cleanup EXIT
 NQN=nqn.2026-11.io.fathom:ab
 truncate -s 1G "$WORK/file.img"
 dd if=/dev/urandom of="$WORK/file.img" bs=1M count=1024 conv=notrunc status=none
+cp "$WORK/file.img" "$SHM"
 # Out of the page cache: O_DIRECT reads (nsid 4) of cached ranges would first have to
 # invalidate them, which io_uring hands to its worker threads. The buffered namespace (nsid 3)
 # is measured on a warm cache instead, as the benchmark's buffered rows are.
@@ -41,7 +44,8 @@ for side in a b; do
    {"nsid": 1, "device": {"backend": "null", "size": "16G"}},
    {"nsid": 2, "device": {"backend": "memory", "size": "1G"}},
    {"nsid": 3, "device": {"path": "$WORK/file.img"}},
-   {"nsid": 4, "device": {"path": "$WORK/file.img", "direct_io": "1", "uuid": "7d0c6f0e-1c1a-4b4e-8a55-0c3f6a1e2d46", "nguid": "9e41d2b7a3c84f0b9d6e1a2b3c4d5e70"}}]}]}
+   {"nsid": 4, "device": {"path": "$WORK/file.img", "direct_io": "1", "uuid": "7d0c6f0e-1c1a-4b4e-8a55-0c3f6a1e2d46", "nguid": "9e41d2b7a3c84f0b9d6e1a2b3c4d5e70"}},
+   {"nsid": 5, "device": {"path": "$SHM"}}]}]}
 JSON
 done
 taskset -c 0 "$OLD" --config "$WORK/a.json" --reactors 1 --log-level warning --state-dir "$WORK/sa" --control-socket "$WORK/a.sock" ${A_ARGS:-} & PIDS+=($!)

@@ -3,6 +3,7 @@
 #   bare  - fathom-perf's bare io_uring responder: NVMe/TCP framing of the same sizes, no
 #           NVMe work at all (the transport's limit here)
 #   null, memory, file - fathomd with one reactor and a null, memory or file namespace
+#   shm   - the same file copied to /dev/shm (tmpfs: fathomd reads and writes it inline)
 #   fio   - fio (ioengine=io_uring, buffered like the file namespace, page cache kept) on the
 #           same file, same block size and queue depth, on the target's CPU: the file
 #           namespace's baseline
@@ -37,19 +38,22 @@ BIN=.build/release
 WORK=$(mktemp -d /tmp/fathom-bench-XXXXXX)
 PIDS=()
 SPINNERS=()
-cleanup() { for p in "${PIDS[@]}" "${SPINNERS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+SHM=/dev/shm/fathom-bench-$$.img
+cleanup() { for p in "${PIDS[@]}" "${SPINNERS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK" "$SHM"; }
 trap cleanup EXIT
 PORT=24420 BARE_PORT=24430 NQN=nqn.2026-11.io.fathom:bench
 truncate -s 1G "$WORK/file.img"
 # Fill the file so reads hit real (page-cached) data, not holes.
 dd if=/dev/urandom of="$WORK/file.img" bs=1M count=1024 conv=notrunc status=none
+cp "$WORK/file.img" "$SHM"
 cat > "$WORK/config.json" <<JSON
 {"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "$PORT", "trtype": "tcp"}, "portid": 1, "subsystems": ["$NQN"]}],
  "subsystems": [{"nqn": "$NQN", "attr": {"allow_any_host": "1"}, "namespaces": [
    {"nsid": 1, "device": {"backend": "null", "size": "16G"}},
    {"nsid": 2, "device": {"backend": "memory", "size": "1G"}},
    {"nsid": 3, "device": {"path": "$WORK/file.img"}},
-   {"nsid": 4, "device": {"path": "$WORK/file.img", "direct_io": "1", "uuid": "7d0c6f0e-1c1a-4b4e-8a55-0c3f6a1e2d45", "nguid": "9e41d2b7a3c84f0b9d6e1a2b3c4d5e6f"}}]}]}
+   {"nsid": 4, "device": {"path": "$WORK/file.img", "direct_io": "1", "uuid": "7d0c6f0e-1c1a-4b4e-8a55-0c3f6a1e2d45", "nguid": "9e41d2b7a3c84f0b9d6e1a2b3c4d5e6f"}},
+   {"nsid": 5, "device": {"path": "$SHM"}}]}]}
 JSON
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
@@ -64,6 +68,7 @@ run() {
     case $target in
         bare) args=(--bare --port $BARE_PORT) ;;
         null) args+=(--nsid 1) ;; memory) args+=(--nsid 2) ;; file) args+=(--nsid 3) ;; direct) args+=(--nsid 4) ;;
+        shm) args+=(--nsid 5) ;;
     esac
     for _ in $(seq 1 "$REPEAT"); do
         taskset -c 1 $BIN/fathom-perf run "${args[@]}" "$@" -t "$SECONDS_PER_RUN" --warmup 1 --json
@@ -140,7 +145,7 @@ for w in "randread 4KiB QD32|-w randread -o 4096 -q 32" "read 128KiB QD32|-w rea
          "randread 4KiB QD1|-w randread -o 4096 -q 1" "randwrite 4KiB QD32|-w randwrite -o 4096 -q 32"; do
     name=${w%%|*}; read -r -a wargs <<< "${w#*|}"
     base=""
-    for t in bare null memory file; do
+    for t in bare null memory shm file; do
         [[ $t == bare && $name == randwrite* ]] && { printf '%-32s %-8s %12s\n' "$name" bare "(reads only)"; continue; }
         read -r iops mibs p50 < <(run $t "${wargs[@]}")
         if [[ $t == bare ]]; then base=$iops; ratio="1.00"; else ratio=$([[ -n $base ]] && python3 -c "print(f'{$iops/$base:.2f}')" || echo "-"); fi

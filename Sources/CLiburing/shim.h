@@ -50,6 +50,15 @@ static const int fathom_FALLOC_FL_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
 static const int fathom_FALLOC_FL_ZERO_RANGE = FALLOC_FL_ZERO_RANGE;
 
 #include <sys/syscall.h>
+#include <sys/vfs.h>
+/* The filesystem magic (statfs f_type) of an open file, or 0 if it cannot be asked: tells a
+   file on tmpfs or ramfs, whose pages are memory, from one on a disk. */
+static inline long fathom_filesystem_type(int fd) {
+    struct statfs s;
+    return fstatfs(fd, &s) == 0 ? (long)s.f_type : 0;
+}
+static const long fathom_TMPFS_MAGIC = 0x01021994;
+static const long fathom_RAMFS_MAGIC = 0x858458f6;
 /* Pins the calling thread to one CPU. sched_setaffinity(2) and CPU_SET need _GNU_SOURCE,
    which must not be defined here (see above), so the system call is made directly. */
 static inline int fathom_pin_current_thread(int cpu) {

@@ -189,9 +189,13 @@ extension FathomServer {
             throw ServerError(message: "subsystem \(subsystem) namespace \(ns.nsid): device.path = \"\(ns.path)\": \(error)")
         }
         let backend = storage.store
-        logger.info("namespace ready", metadata: [
+        var metadata: Logger.Metadata = [
             "subsystem": "\(subsystem)", "nsid": "\(ns.nsid)", "backend": "\(label)",
-            "blocks": "\(backend.blockCount)", "block_size": "\(1 << backend.blockSizeShift)", "readonly": "\(ns.readOnly)"])
+            "blocks": "\(backend.blockCount)", "block_size": "\(1 << backend.blockSizeShift)", "readonly": "\(ns.readOnly)"]
+        if let file = backend as? FileBackend {
+            metadata["io"] = "\(file.completesInline ? "inline (memory filesystem)" : file.usesDirectIO ? "O_DIRECT" : "buffered")"
+        }
+        logger.info("namespace ready", metadata: metadata)
         let state = reservations ?? ReservationState(
             persistencePath: stateDirectory.map { "\($0)/reservations-\(UUIDText.format(ns.nguid, dashes: false))" })
         return Namespace(nsid: ns.nsid, nguid: ns.nguid, uuid: ns.uuid, readOnly: ns.readOnly,

@@ -18,6 +18,19 @@ public final class FileBackend: BlockBackend {
     public let isBlockDevice: Bool
     public let usesDirectIO: Bool
 
+    /// The file lives on tmpfs or ramfs (`/dev/shm`, `/run`): its reads, writes and flushes are
+    /// done at once with pread/pwrite on the calling reactor's thread instead of on the ring.
+    ///
+    /// Why not the ring: these filesystems do not take non-blocking I/O (`RWF_NOWAIT` fails
+    /// with EOPNOTSUPP), so io_uring hands every operation on them to its worker threads — a
+    /// thread handoff and a wakeup per command, which measured 118k IOPS for 4 KiB random reads
+    /// QD32 against 321k for a memory namespace in the same run. Their data is memory: a
+    /// pread or pwrite is a copy and never waits for a device (a tmpfs page swapped out must be
+    /// read back, as a memory namespace's would). Not a mapping read in place, as memory
+    /// namespaces do: a file truncated by someone else under a mapping raises SIGBUS on
+    /// access, which would take the daemon down; pread past the end returns short instead.
+    public let completesInline: Bool
+
     /// Opens `path`. `blockSize` applies to files; block devices report their own.
     public init(path: String, readOnly: Bool, directIO: Bool? = nil, blockSize: Int = 512) throws {
         var st = stat()
@@ -58,6 +71,8 @@ public final class FileBackend: BlockBackend {
         self.isReadOnly = readOnly
         self.isBlockDevice = isBlock
         self.usesDirectIO = direct
+        let fsType = fathom_filesystem_type(fd)
+        completesInline = !isBlock && (fsType == fathom_TMPFS_MAGIC || fsType == fathom_RAMFS_MAGIC)
         var physical = Int(st.st_blksize)
         if isBlock {
             var pbs: UInt32 = 0
@@ -84,14 +99,18 @@ public final class FileBackend: BlockBackend {
     public func prepare(_ operation: StorageOperation, sqe get: () -> UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
         switch operation {
         case let .read(buffer, length, offset):
+            if completesInline { return Self.result(pread(fd, buffer, length, off_t(offset))) }
             io_uring_prep_read(get(), fd, buffer, UInt32(length), offset)
         case let .write(buffer, length, offset, fua):
             if isReadOnly { return -EROFS }
+            // FUA: memory is as durable as tmpfs gets; there is no device to force.
+            if completesInline { return Self.result(pwrite(fd, buffer, length, off_t(offset))) }
             let sqe = get()
             io_uring_prep_write(sqe, fd, buffer, UInt32(length), offset)
             if fua { fathom_sqe_set_rw_flags(sqe, fathom_RWF_DSYNC) }
         case .flush:
             if isReadOnly { return 0 }
+            if completesInline { return fdatasync(fd) == 0 ? 0 : -errno }
             io_uring_prep_fsync(get(), fd, fathom_IORING_FSYNC_DATASYNC)
         case let .writeZeroes(offset, length, deallocate):
             if isReadOnly { return -EROFS }
@@ -107,6 +126,10 @@ public final class FileBackend: BlockBackend {
         }
         return nil
     }
+
+    /// A pread/pwrite result as the ring would give it: bytes, or -errno.
+    @inline(__always)
+    private static func result(_ n: Int) -> Int32 { n >= 0 ? Int32(n) : -errno }
 
     private var closed = false
 

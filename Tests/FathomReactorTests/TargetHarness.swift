@@ -11,7 +11,7 @@ import Glibc
 #endif
 
 /// A real daemon (the same FathomServer fathomd runs) on 127.0.0.1 with an ephemeral port,
-/// backed by sparse files in a temporary directory.
+/// backed by sparse files in a temporary directory (under `root`).
 final class TargetHarness {
     static let nqn = "nqn.2026-11.io.fathom.test:data"
     static let restrictedNQN = "nqn.2026-11.io.fathom.test:restricted"
@@ -22,8 +22,8 @@ final class TargetHarness {
     var target: Target { server.target }
     let blocks: UInt64
 
-    init(sizeMiB: UInt64 = 64, settings: TargetSettings = TargetSettings(), reactors: Int = 2) throws {
-        var template = Array("/tmp/fathom-test-XXXXXX".utf8CString)
+    init(sizeMiB: UInt64 = 64, settings: TargetSettings = TargetSettings(), reactors: Int = 2, root: String = "/tmp") throws {
+        var template = Array("\(root)/fathom-test-XXXXXX".utf8CString)
         directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
         let image = directory + "/ns1.img"
         let fd = open(image, O_CREAT | O_RDWR, 0o644)

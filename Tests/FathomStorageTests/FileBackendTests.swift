@@ -56,6 +56,38 @@ final class FileBackendTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(b.allocatedBlocks(), 16)
     }
 
+    /// On tmpfs, reads, writes and flushes finish at once without taking an SQE (io_uring would
+    /// hand each to a worker thread); on a disk filesystem they go to the ring.
+    func testFilesOnTmpfsCompleteWithoutTheRing() throws {
+        let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
+        let fields = mounts.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+        func fsType(_ mountPoint: String) -> String? { fields.last { $0.count > 2 && $0[1] == mountPoint }?[2] }
+        try XCTSkipUnless(fsType("/dev/shm") == "tmpfs", "/dev/shm is not a tmpfs here")
+        let shmPath = "/dev/shm/fathom-storage-\(getpid()).img"
+        try FileBackend.createSparse(path: shmPath, bytes: 1024 * 1024)
+        defer { unlink(shmPath) }
+        let b = try FileBackend(path: shmPath, readOnly: false)
+        defer { b.close() }
+        XCTAssertTrue(b.completesInline)
+        guard b.completesInline else { return }  // the rest would take SQEs
+        let data = UnsafeMutableRawPointer.allocate(byteCount: 8192, alignment: 4096)
+        let back = UnsafeMutableRawPointer.allocate(byteCount: 8192, alignment: 4096)
+        defer { data.deallocate(); back.deallocate() }
+        for i in 0..<8192 { data.storeBytes(of: UInt8(truncatingIfNeeded: i * 5 + 3), toByteOffset: i, as: UInt8.self) }
+        let noSQE: () -> UnsafeMutablePointer<io_uring_sqe> = { fatalError("an operation on tmpfs took an SQE") }
+        XCTAssertEqual(b.prepare(.write(buffer: data, length: 8192, offset: 4096, forceUnitAccess: true), sqe: noSQE), 8192)
+        XCTAssertEqual(b.prepare(.flush, sqe: noSQE), 0)
+        XCTAssertEqual(b.prepare(.read(buffer: back, length: 8192, offset: 4096), sqe: noSQE), 8192)
+        XCTAssertEqual(memcmp(data, back, 8192), 0)
+        XCTAssertEqual(b.prepare(.read(buffer: back, length: 8192, offset: 1024 * 1024), sqe: noSQE), 0, "past the end: nothing, no error")
+
+        // The fixture's file, elsewhere: on the ring (unless that is a memory filesystem too).
+        let onDisk = try FileBackend(path: path, readOnly: true)
+        defer { onDisk.close() }
+        let tmpType = fields.filter { $0.count > 2 && path.hasPrefix($0[1]) }.max { $0[1].count < $1[1].count }?[2]
+        if tmpType != "tmpfs" && tmpType != "ramfs" { XCTAssertFalse(onDisk.completesInline) }
+    }
+
     func testReadOnlyRefusesWrites() throws {
         let b = try FileBackend(path: path, readOnly: true)
         defer { b.close() }
