@@ -69,7 +69,7 @@ let package = Package(
         .target(name: "FathomTestSupport", path: "Tests/FathomTestSupport", swiftSettings: swift5),
         .testTarget(name: "NVMeWireTests", dependencies: ["NVMeWire"], swiftSettings: swift5),
         .testTarget(name: "FathomTargetTests", dependencies: ["FathomTarget", "NVMeWire", "CNVMeTypes"], swiftSettings: swift5),
-        .testTarget(name: "FathomStorageTests", dependencies: ["FathomStorage", "CLiburing"], swiftSettings: swift5),
+        .testTarget(name: "FathomStorageTests", dependencies: ["FathomStorage", "CLiburing", "FathomTestSupport"], swiftSettings: swift5),
         .testTarget(name: "FathomConfigTests", dependencies: ["FathomConfig"], swiftSettings: swift5),
         .testTarget(
             name: "FathomReactorTests",

@@ -1,5 +1,6 @@
 import CLiburing
 import FathomStorage
+import FathomTestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -59,10 +60,7 @@ final class FileBackendTests: XCTestCase {
     /// On tmpfs, reads, writes and flushes finish at once without taking an SQE (io_uring would
     /// hand each to a worker thread); on a disk filesystem they go to the ring.
     func testFilesOnTmpfsCompleteWithoutTheRing() throws {
-        let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
-        let fields = mounts.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
-        func fsType(_ mountPoint: String) -> String? { fields.last { $0.count > 2 && $0[1] == mountPoint }?[2] }
-        try XCTSkipUnless(fsType("/dev/shm") == "tmpfs", "/dev/shm is not a tmpfs here")
+        try XCTSkipUnless(filesystemType(holding: "/dev/shm") == "tmpfs", "/dev/shm is not a tmpfs here")
         let shmPath = "/dev/shm/fathom-storage-\(getpid()).img"
         try FileBackend.createSparse(path: shmPath, bytes: 1024 * 1024)
         defer { unlink(shmPath) }
@@ -84,8 +82,8 @@ final class FileBackendTests: XCTestCase {
         // The fixture's file, elsewhere: on the ring (unless that is a memory filesystem too).
         let onDisk = try FileBackend(path: path, readOnly: true)
         defer { onDisk.close() }
-        let tmpType = fields.filter { $0.count > 2 && path.hasPrefix($0[1]) }.max { $0[1].count < $1[1].count }?[2]
-        if tmpType != "tmpfs" && tmpType != "ramfs" { XCTAssertFalse(onDisk.completesInline) }
+        let fixtureType = filesystemType(holding: path)
+        if fixtureType != "tmpfs" && fixtureType != "ramfs" { XCTAssertFalse(onDisk.completesInline) }
     }
 
     func testReadOnlyRefusesWrites() throws {

@@ -1,6 +1,21 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// The type ("tmpfs", "ext4"…) of the filesystem holding `path` (the longest mount point that
+/// is a prefix of it), from /proc/mounts: what a test expects of the code under test is not
+/// asked of that code.
+public func filesystemType(holding path: String) -> String? {
+    guard let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) else { return nil }
+    var best: [String]? = nil
+    for line in mounts.split(separator: "\n") {
+        let e = line.split(separator: " ").map(String.init)  // device, mount point, type, ...
+        guard e.count > 2, path == e[1] || path.hasPrefix(e[1] == "/" ? "/" : e[1] + "/") else { continue }
+        if best == nil || e[1].count >= best![1].count { best = e }  // a later mount covers an earlier one
+    }
+    return best?[2]
+}
 
 /// Deterministic test data (xorshift), the same for every test target.
 public func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
