@@ -2,6 +2,8 @@
 # Fathom against SPDK's own NVMe/TCP target, side by side in one run on this machine:
 #   spdk       - SPDK nvmf_tgt, one reactor (polling), a RAM (malloc) bdev of 1 GiB
 #   fathom     - fathomd --reactors 1, a memory namespace of 1 GiB
+#   fathom-shm, spdk-shm - (TARGETS="spdk fathom spdk-shm fathom-shm") a 1 GiB file on /dev/shm:
+#                a Fathom file namespace, and SPDK's AIO bdev (bdev_aio_create) on the same file
 #   spdk-intr  - (TARGETS="spdk spdk-intr fathom") nvmf_tgt with --interrupt-mode; measured here
 #                it still used 100% of its core while idle (its TCP and bdev pollers kept polling)
 # Each target runs alone, pinned to CPU 0; the load comes from CPU 1, from SPDK's own
@@ -34,7 +36,8 @@ swift build -c release --product fathom-perf
 BIN=.build/release
 WORK=$(mktemp -d /tmp/fathom-spdk-XXXXXX)
 PID=
-cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+SHM=/dev/shm/fathom-spdk-$$.img
+cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK" "$SHM"; }
 trap cleanup EXIT
 NQN=nqn.2026-11.io.fathom:bench PORT=4420
 cat > "$WORK/fathom.json" <<JSON
@@ -42,24 +45,31 @@ cat > "$WORK/fathom.json" <<JSON
  "subsystems": [{"nqn": "$NQN", "attr": {"allow_any_host": "1"}, "namespaces": [
    {"nsid": 1, "device": {"backend": "memory", "size": "1G"}}]}]}
 JSON
+sed "s|\"backend\": \"memory\", \"size\": \"1G\"|\"path\": \"$SHM\"|" "$WORK/fathom.json" > "$WORK/fathom-shm.json"
+[[ " $TARGETS " == *-shm* ]] && dd if=/dev/urandom of="$SHM" bs=1M count=1024 status=none
 wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 start_target() {
     case $1 in
-    spdk|spdk-intr)
+    spdk|spdk-intr|spdk-shm)
         local intr=(); [[ $1 == spdk-intr ]] && intr=(--interrupt-mode)
         taskset -c 0 "$SPDK/build/bin/nvmf_tgt" -m 0x1 -r "$WORK/spdk.sock" "${intr[@]}" > "$WORK/$1.log" 2>&1 &
         PID=$!
         local rpc=(python3 "$SPDK/scripts/rpc.py" -s "$WORK/spdk.sock")
         for _ in $(seq 1 100); do [[ -S $WORK/spdk.sock ]] && break; sleep 0.1; done
         "${rpc[@]}" nvmf_create_transport -t TCP -q 128 > /dev/null
-        "${rpc[@]}" bdev_malloc_create -b Malloc0 1024 512 > /dev/null
+        local bdev=Malloc0
+        if [[ $1 == spdk-shm ]]; then
+            bdev=AIO0; "${rpc[@]}" bdev_aio_create "$SHM" AIO0 512 > /dev/null
+        else
+            "${rpc[@]}" bdev_malloc_create -b Malloc0 1024 512 > /dev/null
+        fi
         "${rpc[@]}" nvmf_create_subsystem "$NQN" -a -s SPDK0001 > /dev/null
-        "${rpc[@]}" nvmf_subsystem_add_ns "$NQN" Malloc0 > /dev/null
+        "${rpc[@]}" nvmf_subsystem_add_ns "$NQN" $bdev > /dev/null
         "${rpc[@]}" nvmf_subsystem_add_listener "$NQN" -t tcp -a 127.0.0.1 -s $PORT > /dev/null
         ;;
-    fathom)
-        taskset -c 0 $BIN/fathomd --config "$WORK/fathom.json" --reactors 1 --log-level warning \
+    fathom|fathom-shm)
+        taskset -c 0 $BIN/fathomd --config "$WORK/$1.json" --reactors 1 --log-level warning \
             --state-dir "$WORK/state" --control-socket "$WORK/fathom.sock" ${FATHOM_ARGS:-} > "$WORK/fathom.log" 2>&1 &
         PID=$!
         ;;
