@@ -74,6 +74,31 @@ static inline int fathom_fallocate(int fd, int mode, long long offset, long long
     return (int)syscall(SYS_fallocate, fd, mode, offset, length);
 }
 
+/* Multishot recv into a provided-buffer ring (Linux 5.19 buffer rings, 6.0 multishot recv).
+   The ring's entries live in page-aligned memory the application owns; these wrap the
+   struct's union and the ring's memory barrier, which Swift cannot spell. */
+static const unsigned fathom_IORING_CQE_F_BUFFER = IORING_CQE_F_BUFFER;
+static const unsigned fathom_IORING_CQE_BUFFER_SHIFT = IORING_CQE_BUFFER_SHIFT;
+static inline int fathom_register_buf_ring(struct io_uring *ring, void *entries, unsigned count, unsigned short group) {
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long)(uintptr_t)entries;
+    reg.ring_entries = count;
+    reg.bgid = group;
+    io_uring_buf_ring_init((struct io_uring_buf_ring *)entries);
+    return io_uring_register_buf_ring(ring, &reg, 0);
+}
+/* Hands buffer `bid` (at `addr`, `len` bytes) back to the kernel. */
+static inline void fathom_buf_ring_recycle(void *entries, unsigned count, void *addr, unsigned len, unsigned short bid) {
+    struct io_uring_buf_ring *br = (struct io_uring_buf_ring *)entries;
+    io_uring_buf_ring_add(br, addr, len, bid, io_uring_buf_ring_mask(count), 0);
+    io_uring_buf_ring_advance(br, 1);
+}
+static inline void fathom_prep_recv_multishot(struct io_uring_sqe *sqe, int fd, unsigned short group) {
+    io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = group;
+}
 static inline void fathom_sqe_set_rw_flags(struct io_uring_sqe *sqe, int flags) { sqe->rw_flags = flags; }
 /* Turns a prepared READ or WRITE into READ_FIXED / WRITE_FIXED on registered buffer `index`
    (the address range must lie inside that buffer). Other opcodes are left alone. */

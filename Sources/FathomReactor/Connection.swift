@@ -10,8 +10,10 @@ import Glibc
 /// One NVMe/TCP connection = one NVMe queue (admin or I/O), owned by one reactor for life.
 ///
 /// The receive side is a state machine over a staging buffer (PDU headers, several per
-/// recv) that switches to receiving payloads straight into command buffers. The send side
-/// batches queued PDUs into one SENDMSG. Storage I/O for the queue runs on the same ring.
+/// recv) that switches to receiving payloads straight into command buffers; under command
+/// traffic it parses the provided buffers of a multishot recv in place instead
+/// (ConnectionMultishot.swift). The send side batches queued PDUs into one SENDMSG. Storage
+/// I/O for the queue runs on the same ring.
 final class Connection {
     enum State { case awaitingICReq, active, closing }
     enum ReceivePhase { case header, payload, dataDigest }
@@ -60,6 +62,9 @@ final class Connection {
     // Receive.
     static let stagingCapacity = 64 * 1024
     let staging: UnsafeMutableRawPointer
+    /// Where the bytes being parsed are: `staging`, or a provided buffer of the multishot
+    /// recv while it is parsed in place (never kept past that, see `consumeProvided`).
+    var input: UnsafeMutableRawPointer
     var rxStart = 0
     var rxEnd = 0
     var phase = ReceivePhase.header
@@ -71,6 +76,15 @@ final class Connection {
     var payloadKind = PayloadKind.capsule
     var recvInFlight = false
     var recvDirect = false
+    /// The multishot recv's buffers (nil: single recvs, see `ReceiveMode`), the user data of
+    /// the multishot recv armed (to cancel exactly that one) and whether a cancel is out.
+    var receiveRing: ReceiveBufferRing?
+    var multishotUserData: UInt64 = 0
+    var multishotSequence = 0
+    var cancelPending = false
+    /// Command capsules received in a row without a data payload (saturating): the multishot
+    /// recv is armed only from `quietCapsulesForMultishot` on (see `noteDataTraffic`).
+    var quietCapsules = Connection.quietCapsulesForMultishot
     /// No more PDUs are read (fatal error, disconnect, shutdown).
     var stopReading = false
 
@@ -131,6 +145,7 @@ final class Connection {
         self.peer = peer
         self.localAddress = localAddress
         staging = .allocate(byteCount: Self.stagingCapacity, alignment: 64)
+        input = staging
         iov = .allocate(capacity: Self.iovCapacity)
         msg = .allocate(capacity: 1)
         msg.initialize(to: msghdr())
@@ -166,6 +181,7 @@ final class Connection {
             socketFixed = true
         }
         zeroCopyAllowed = reactor.settings.zeroCopySend != .never && reactor.ring.supportsSendZeroCopy
+        setUpReceiveRing()
         postRecv()
     }
 
@@ -196,6 +212,10 @@ final class Connection {
         if socketFixed {
             _ = reactor.ring.setFixedFile(index, -1)
             socketFixed = false
+        }
+        if let r = receiveRing {
+            r.release(ring: reactor.ring)
+            receiveRing = nil
         }
         Glibc.close(fd)
         if let ctrl = controller {

@@ -64,6 +64,7 @@ extension Connection {
                 s.pointee.state = .receivingData
                 s.pointee.received = 0
                 sendR2T(i)
+                noteDataTraffic()
                 return
             }
         }

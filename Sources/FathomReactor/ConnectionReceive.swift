@@ -8,14 +8,17 @@ import Glibc
 /// The receive state machine: every field from the wire is checked before it is used.
 extension Connection {
     /// Posts the next recv: straight into a command buffer when a payload is pending and
-    /// nothing of it is staged, otherwise into the staging buffer.
+    /// nothing of it is staged, otherwise the multishot recv (ConnectionMultishot.swift) or,
+    /// without a buffer ring, a recv into the staging buffer.
     func postRecv() {
         guard !recvInFlight, !stopReading, state != .closing else { return }
         let sqe: UnsafeMutablePointer<io_uring_sqe>
         if phase == .payload && rxStart == rxEnd, let dest = payloadDest {
-            sqe = submissions.sqe(userData(.recv))
+            sqe = submissions.sqe(userData(.recv, slot: Self.singleRecvTag))
             io_uring_prep_recv(sqe, socketRef, dest, payloadRemaining, 0)
             recvDirect = true
+        } else if receiveRing != nil && quietCapsules >= Self.quietCapsulesForMultishot {
+            return armMultishot()
         } else {
             if rxStart == rxEnd {
                 rxStart = 0
@@ -25,7 +28,7 @@ extension Connection {
                 rxEnd -= rxStart
                 rxStart = 0
             }
-            sqe = submissions.sqe(userData(.recv))
+            sqe = submissions.sqe(userData(.recv, slot: Self.singleRecvTag))
             io_uring_prep_recv(sqe, socketRef, staging + rxEnd, Self.stagingCapacity - rxEnd, 0)
             recvDirect = false
         }
@@ -34,7 +37,11 @@ extension Connection {
         inflight += 1
     }
 
-    func recvCompleted(_ result: Int32) {
+    /// A recv-side completion: `tag` (the user data's slot field) tells a single recv from
+    /// the multishot recv and from the cancellation of one.
+    func recvCompleted(_ result: Int32, flags: UInt32, tag: Int) {
+        if tag & Self.multishotTagBit != 0 { return multishotCompleted(result, flags: flags, tag: tag) }
+        if tag == Self.cancelTag { return cancelCompleted() }
         recvInFlight = false
         inflight -= 1
         if state == .closing { return finishIfIdle() }
@@ -54,7 +61,8 @@ extension Connection {
         if state != .closing { postRecv() }
     }
 
-    /// Consumes staged bytes: headers, payload bytes, digests, as far as they go.
+    /// Consumes the bytes `input[rxStart..<rxEnd]` (the staging buffer, or a provided buffer
+    /// parsed in place): headers, payload bytes, digests, as far as they go.
     func processInput() {
         while !stopReading && state != .closing {
             let available = rxEnd - rxStart
@@ -62,14 +70,14 @@ extension Connection {
             case .payload:
                 guard available > 0 else { return }
                 let n = min(available, payloadRemaining)
-                payloadDest!.copyMemory(from: staging + rxStart, byteCount: n)
+                payloadDest!.copyMemory(from: input + rxStart, byteCount: n)
                 rxStart += n
                 payloadDest! += n
                 payloadRemaining -= n
                 if payloadRemaining == 0 { payloadReceived() }
             case .dataDigest:
                 guard available >= 4 else { return }
-                let sent = UnsafeRawPointer(staging + rxStart).le32(0)
+                let sent = UnsafeRawPointer(input + rxStart).le32(0)
                 rxStart += 4
                 let computed = CRC32C.checksum(payloadStart!, payloadLength)
                 guard sent == computed else {
@@ -84,7 +92,7 @@ extension Connection {
                 payloadComplete()
             case .header:
                 guard available >= PDUHeader.size else { return }
-                let p = UnsafeRawPointer(staging + rxStart)
+                let p = UnsafeRawPointer(input + rxStart)
                 if !parseHeader(p, available: available) { return }
                 lastPDUProgressMs = reactor.nowMs
             }
@@ -193,6 +201,11 @@ extension Connection {
         s.pointee.sqe = SubmissionQueueEntry(decoding: p + PDUHeader.size)
         s.pointee.state = .executing
         rxStart += headerTotal
+        if dataLength > Self.smallPayloadBytes {
+            noteDataTraffic()
+        } else if quietCapsules < Self.quietCapsulesForMultishot {
+            quietCapsules += 1
+        }
         if dataLength > 0 {
             attachBuffer(i, length: dataLength)
             s.pointee.inCapsuleLength = dataLength

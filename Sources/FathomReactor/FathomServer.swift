@@ -94,6 +94,24 @@ public final class FathomServer {
         (zeroCopySends.load(ordering: .relaxed), zeroCopyCopied.load(ordering: .relaxed))
     }
 
+    private let multishotConnections = Atomic<Int>(0)
+    private let multishotArms = Atomic<Int>(0)
+    private let multishotLeftForData = Atomic<Int>(0)
+    private let bufferRingsRanDry = Atomic<Int>(0)
+
+    func countMultishotConnection() { multishotConnections.add(1, ordering: .relaxed) }
+    func countMultishotArm() { multishotArms.add(1, ordering: .relaxed) }
+    func countMultishotLeftForData() { multishotLeftForData.add(1, ordering: .relaxed) }
+    func countBufferRingRanDry() { bufferRingsRanDry.add(1, ordering: .relaxed) }
+
+    /// Connections so far that had a buffer ring for multishot recv; multishot recvs armed;
+    /// how many were cancelled because write data started to flow; how many ended because their
+    /// buffer ring was empty (tests check by these that the path they exercise was taken).
+    public var multishotReceiveCounts: (connections: Int, arms: Int, leftForData: Int, ranDry: Int) {
+        (multishotConnections.load(ordering: .relaxed), multishotArms.load(ordering: .relaxed),
+         multishotLeftForData.load(ordering: .relaxed), bufferRingsRanDry.load(ordering: .relaxed))
+    }
+
     /// A namespace's write gate opened: every reactor retries what waited for it.
     func retryDeferredEverywhere() {
         for r in reactors { r.post { r.retryDeferred() } }

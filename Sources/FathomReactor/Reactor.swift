@@ -95,7 +95,7 @@ final class Reactor {
     func run() throws {
         if let cpu { try Self.pinCurrentThread(to: cpu) }
         ring = try Ring(entries: 1024)
-        if id == 0 { logger.info("io_uring: \(ring.features(zeroCopySend: settings.zeroCopySend))") }
+        if id == 0 { logger.info("io_uring: \(ring.features(zeroCopySend: settings.zeroCopySend, receive: settings.receiveMode))") }
         if id == 0 && settings.busyPollMicroseconds > 0 {
             logger.info("reactors poll up to \(settings.busyPollMicroseconds) µs for more work before sleeping (--busy-poll-us)")
         }
@@ -137,7 +137,7 @@ final class Reactor {
         case .recv, .send, .storage:
             guard ud.connection < connections.count, let c = connections[ud.connection], c.generation == ud.generation else { return }
             switch ud.kind {
-            case .recv: c.recvCompleted(result)
+            case .recv: c.recvCompleted(result, flags: flags, tag: ud.slot)
             case .send:
                 if flags & fathom_IORING_CQE_F_NOTIF != 0 {
                     c.zeroCopyNotified(sequence: ud.slot, result)

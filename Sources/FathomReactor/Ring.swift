@@ -85,21 +85,49 @@ final class Ring {
         return io_uring_opcode_supported(probe, Int32(IORING_OP_SENDMSG_ZC.rawValue)) != 0
     }()
 
+    /// Whether this kernel takes provided-buffer rings (Linux 5.19), tried once with a
+    /// one-entry ring registered and removed again. Multishot recv itself (6.0) has no probe:
+    /// a kernel without it fails the first one with EINVAL, and `multishotReceiveRefused` is set.
+    lazy var supportsBufferRings: Bool = {
+        let entries = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 4096)
+        defer { entries.deallocate() }
+        guard fathom_register_buf_ring(ring, entries, 1, Self.probeBufferGroup) == 0 else { return false }
+        _ = io_uring_unregister_buf_ring(ring, Int32(Self.probeBufferGroup))
+        return true
+    }()
+    static let probeBufferGroup: UInt16 = 0xFFFF
+    /// The kernel refused a multishot recv (older than 6.0): later connections use plain recv.
+    var multishotReceiveRefused = false
+
+    /// Registers a provided-buffer ring of `count` entries (a power of two, in page-aligned
+    /// `entries`) as buffer group `group`. Returns 0 or a negative errno.
+    func registerBufferRing(_ entries: UnsafeMutableRawPointer, count: Int, group: UInt16) -> Int32 {
+        fathom_register_buf_ring(ring, entries, UInt32(count), group)
+    }
+
+    func unregisterBufferRing(group: UInt16) {
+        _ = io_uring_unregister_buf_ring(ring, Int32(group))
+    }
+
     /// What this kernel's io_uring offers and what Fathom uses of it, for the startup log.
-    func features(zeroCopySend: ZeroCopySendPolicy) -> String {
+    func features(zeroCopySend: ZeroCopySendPolicy, receive: ReceiveMode) -> String {
         var used = [deferredTaskRun ? "SINGLE_ISSUER+DEFER_TASKRUN" : "plain ring (no SINGLE_ISSUER/DEFER_TASKRUN)"]
         used.append(fixedFileSlots > 0 ? "registered socket files (\(fixedFileSlots) slots)" : "plain socket descriptors (no registered files)")
         used.append(fixedBufferSlots > 0 ? "registered buffers for storage I/O of pool buffers" : "plain buffers (no registered buffers)")
-        used.append("batched SENDMSG")
         var unused: [String] = []
+        if supportsBufferRings {
+            let rings = "multishot recv with per-connection buffer rings (\(ReceiveBufferRing.bufferCount) × \(ReceiveBufferRing.bufferSize / 1024) KiB)"
+            if receive == .multishot { used.append(rings) } else { unused.append(rings + " (--recv single)") }
+        } else {
+            used.append("one recv per read (no provided-buffer rings)")
+        }
+        used.append("batched SENDMSG")
         if supportsSendZeroCopy {
             switch zeroCopySend {
             case .never: unused.append("SENDMSG_ZC (--send-zc never)")
             case .auto: used.append("SENDMSG_ZC for large reads while the kernel does not copy")
             case .always: used.append("SENDMSG_ZC for large reads (always)")
             }
-            // Multishot recv arrived with SEND_ZC (Linux 6.0); the probe lists opcodes only.
-            unused.append("multishot recv with buffer rings")
         }
         return "uses " + used.joined(separator: ", ") + (unused.isEmpty ? "" : "; available, not used: " + unused.joined(separator: ", "))
     }

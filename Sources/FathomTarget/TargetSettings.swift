@@ -48,6 +48,9 @@ public struct TargetSettings: Sendable {
     /// per wakeup, its 1 s tick included), unlike SPDK's polling reactors.
     public var busyPollMicroseconds = 0
 
+    /// How connections read their socket (see `ReceiveMode`).
+    public var receiveMode: ReceiveMode = .multishot
+
     public init() {}
 
     /// MDTS exponent over the 4 KiB minimum page size.
@@ -64,4 +67,14 @@ public struct TargetSettings: Sendable {
 /// reports it copied; `always` keeps using it (for tests); `never` sends with SENDMSG only.
 public enum ZeroCopySendPolicy: String, Sendable, CaseIterable {
     case auto, always, never
+}
+
+/// `multishot`: while a connection carries commands without write data, one armed recv that
+/// the kernel completes again and again, each time into a buffer of the connection's
+/// provided-buffer ring (no recv to prepare and submit, no poll to re-arm, per read); when
+/// write data flows the connection reads as with `single`. `single`: one recv submitted per
+/// read, into the staging buffer or straight into a command's buffer. Kernels without buffer
+/// rings or multishot recv get `single`.
+public enum ReceiveMode: String, Sendable, CaseIterable {
+    case multishot, single
 }

@@ -72,6 +72,12 @@ public final class QueuePair {
 
     /// Sends a capsule as is (tests use this to send malformed SQEs).
     public func sendCapsule(_ sqe: SubmissionQueueEntry, data: [UInt8]) throws {
+        try socket.send(capsulePDU(sqe, data: data))
+    }
+
+    /// The bytes of a capsule command PDU for this queue's digests, with in-capsule `data`
+    /// (tests concatenate several into one send).
+    public func capsulePDU(_ sqe: SubmissionQueueEntry, data: [UInt8]) -> [UInt8] {
         let hd = digests.headerDigestLength
         let plen = digests.pduLength(headerLength: 72, dataLength: data.count)
         var pdu = [UInt8](repeating: 0, count: plen)
@@ -86,7 +92,7 @@ public final class QueuePair {
                 if digests.data { p.put32(CRC32C.checksum(p + 72 + hd, data.count), 72 + hd + data.count) }
             }
         }
-        try socket.send(pdu)
+        return pdu
     }
 
     /// Waits for command `cid`, serving R2Ts and collecting C2HData for any command meanwhile.

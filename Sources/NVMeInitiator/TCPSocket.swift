@@ -49,11 +49,25 @@ public final class TCPSocket {
 
     deinit { Glibc.close(fd) }
 
+    /// Test aid: when set, `send` cuts what it sends into pieces of these sizes in turn (the
+    /// list cycles across sends), each sent on its own after a pause, so the target receives
+    /// PDUs cut at any offset: headers, payloads and digests split over several reads.
+    public var fragmentation: (sizes: [Int], pauseMicroseconds: UInt32)? {
+        didSet { fragmentIndex = 0 }
+    }
+    private var fragmentIndex = 0
+
     public func send(_ bytes: [UInt8]) throws {
         var sent = 0
         try bytes.withUnsafeBytes { buf in
             while sent < buf.count {
-                let n = Glibc.send(fd, buf.baseAddress! + sent, buf.count - sent, Int32(MSG_NOSIGNAL))
+                var piece = buf.count - sent
+                if let f = fragmentation, !f.sizes.isEmpty {
+                    piece = min(piece, max(1, f.sizes[fragmentIndex % f.sizes.count]))
+                    fragmentIndex += 1
+                    usleep(f.pauseMicroseconds)
+                }
+                let n = Glibc.send(fd, buf.baseAddress! + sent, piece, Int32(MSG_NOSIGNAL))
                 if n < 0 {
                     if errno == EINTR { continue }
                     throw InitiatorError.system("send", errno)

@@ -70,6 +70,9 @@ struct Fathomd: ParsableCommand {
     @Option(name: .customLong("busy-poll-us"), help: "Microseconds a reactor keeps polling for more work before it sleeps (0: sleeps at once). Lowers latency at low queue depth for CPU; idle reactors still sleep.")
     var busyPollMicroseconds: Int = 0
 
+    @Option(name: .long, help: "How connections read their socket: multishot (one armed recv per connection into a ring of provided buffers; falls back by itself on kernels without it) or single (one recv per read).")
+    var recv: String = "multishot"
+
     @Option(name: .long, help: "Directory for state that survives restarts (reservations with PTPL).")
     var stateDir = "/var/lib/fathom"
 
@@ -83,6 +86,9 @@ struct Fathomd: ParsableCommand {
         if checkConfig != nil { return }
         guard ZeroCopySendPolicy(rawValue: sendZc) != nil else {
             throw ValidationError("--send-zc must be one of: \(ZeroCopySendPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard ReceiveMode(rawValue: recv) != nil else {
+            throw ValidationError("--recv must be one of: \(ReceiveMode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard sendZcMinKiB >= 1 else { throw ValidationError("--send-zc-min-kib must be at least 1") }
         guard (0...10_000).contains(busyPollMicroseconds) else { throw ValidationError("--busy-poll-us must be between 0 and 10000") }
@@ -139,6 +145,7 @@ struct Fathomd: ParsableCommand {
         settings.zeroCopySend = ZeroCopySendPolicy(rawValue: sendZc) ?? .auto
         settings.zeroCopySendMinBytes = sendZcMinKiB * 1024
         settings.busyPollMicroseconds = busyPollMicroseconds
+        settings.receiveMode = ReceiveMode(rawValue: recv) ?? .multishot
         if mkdir(stateDir, 0o700) == 0 || errno == EEXIST, access(stateDir, W_OK) == 0 {
             settings.stateDirectory = stateDir
         } else {
