@@ -88,6 +88,8 @@ public struct StatusInfo: Codable, Sendable {
     /// SENDMSG_ZC sends so far, and how many the kernel copied anyway (nil from older daemons).
     public var zeroCopySends: Int?
     public var zeroCopyCopied: Int?
+    /// Bytes the reactors' data-buffer pools hold (nil from older daemons).
+    public var bufferPoolBytes: Int?
 }
 
 public struct SubsystemInfo: Codable, Sendable {

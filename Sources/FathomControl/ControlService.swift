@@ -184,6 +184,7 @@ public final class ControlService {
         let zc = server.zeroCopySendCounts
         r.status?.zeroCopySends = zc.sent
         r.status?.zeroCopyCopied = zc.copied
+        r.status?.bufferPoolBytes = server.bufferPoolSize
         return r
     }
 

@@ -35,6 +35,9 @@ final class BufferPool {
     private let classCount: Int
     /// Registers a new slab with the ring and returns its index (or -1).
     var registerSlab: ((UnsafeMutableRawPointer, Int) -> Int32)?
+    /// Told the size of each slab mapped (the daemon's status reports what the pools hold:
+    /// registered slabs are pinned by the kernel, so all of it is resident).
+    var slabAdded: ((Int) -> Void)?
     private var slabs: [(UnsafeMutableRawPointer, Int)] = []
     let maxShift: Int
     private(set) var allocated = 0
@@ -80,6 +83,7 @@ final class BufferPool {
         }
         slabs.append((p, bytes))
         let fixed = registerSlab?(p, bytes) ?? -1
+        slabAdded?(bytes)
         let list = freeLists + cls
         let added = bytes / size
         // Room for every buffer of the class, so `give` never needs to grow the stack.

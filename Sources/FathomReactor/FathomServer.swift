@@ -94,6 +94,15 @@ public final class FathomServer {
         (zeroCopySends.load(ordering: .relaxed), zeroCopyCopied.load(ordering: .relaxed))
     }
 
+    private let bufferPoolBytes = Atomic<Int>(0)
+
+    func countBufferPoolBytes(_ bytes: Int) { bufferPoolBytes.add(bytes, ordering: .relaxed) }
+
+    /// Bytes the reactors' buffer pools have mapped (they keep what they took, for reuse): the
+    /// part of the daemon's memory that grows with the commands in flight at the busiest moment
+    /// so far, up to the queues' depth × their transfer sizes.
+    public var bufferPoolSize: Int { bufferPoolBytes.load(ordering: .relaxed) }
+
     private let multishotConnections = Atomic<Int>(0)
     private let multishotArms = Atomic<Int>(0)
     private let multishotLeftForData = Atomic<Int>(0)

@@ -102,6 +102,7 @@ final class Reactor {
         pool = BufferPool(maxBytes: settings.maxDataTransfer)
         let ring = self.ring!
         pool.registerSlab = { base, length in ring.registerBuffer(base, length) }
+        pool.slabAdded = { [unowned self] bytes in self.server?.countBufferPoolBytes(bytes) }
         armWake()
         armTick()
         for l in listeners { armAccept(l) }

@@ -98,6 +98,9 @@ struct Status: ParsableCommand {
             print("config:      \(s.configFile ?? "(none: demo)")")
             print("subsystems:  \(s.subsystems), namespaces: \(s.namespaces)")
             print("controllers: \(s.controllers), connections: \(s.connections)")
+            if let pools = s.bufferPoolBytes {
+                print("buffer pools: \(pools / (1024 * 1024)) MiB (kept for reuse; registered with io_uring, so resident)")
+            }
             if let sent = s.zeroCopySends, let copied = s.zeroCopyCopied {
                 print("zero-copy sends: \(sent), copied by the kernel anyway: \(copied)")
             }

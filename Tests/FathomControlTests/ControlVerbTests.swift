@@ -1,5 +1,6 @@
 import FathomConfig
 import FathomControl
+import FathomTestSupport
 import FoundationEssentials
 import NVMeInitiator
 import NVMeWire
@@ -29,6 +30,15 @@ final class ControlVerbTests: XCTestCase {
         XCTAssertEqual(r.status?.namespaces, 1)
         XCTAssertEqual(r.status?.ports.first?.service, String(h.port))
         XCTAssertEqual(r.status?.configFile, h.configPath)
+        // The buffer pools: one 1 MiB slab per size class used, per reactor.
+        let before = r.status?.bufferPoolBytes ?? -1
+        let c = try h.connect(host: ControlHarness.hostA)
+        try c.write(lba: 0, data: pattern(4096, seed: 1))
+        try c.write(lba: 64, data: pattern(65_536, seed: 2))
+        let after = try h.send("status").status?.bufferPoolBytes ?? -1
+        XCTAssertGreaterThanOrEqual(before, 0)
+        XCTAssertGreaterThanOrEqual(after - before, 1 << 20, "a slab for the 4 KiB or 64 KiB buffers was mapped")
+        XCTAssertEqual(after % (1 << 20), 0)
     }
 
     func testNamespaceAddAppearsAndFailedAddChangesNothing() throws {

@@ -20,7 +20,7 @@ final class ReceiveModeTests: XCTestCase {
     }
 
     /// Pieces that cut the 72-byte capsule header, its digest, 4 KiB + header in-capsule
-    /// PDUs and the 8 KiB provided buffers at many different offsets.
+    /// PDUs and the 4 KiB provided buffers at many different offsets.
     private static let cuts = [1, 5, 71, 73, 3, 8191, 8193, 4100, 2, 256, 257, 9000, 24, 4, 12_345, 77]
 
     private func writesAndReadsCutAnywhere(_ mode: ReceiveMode, digests: Bool) throws {
@@ -102,7 +102,7 @@ final class ReceiveModeTests: XCTestCase {
         for _ in 0..<40 { XCTAssertEqual(try c.read(lba: 0, blocks: 1), Array(expected[0]![0..<512])) }
         XCTAssertGreaterThan(h.server.multishotReceiveCounts.arms, armsBefore)
 
-        // 120 in-capsule writes of 16 KiB (about 2 MiB) in one send: more than the ring's 64 KiB.
+        // 120 in-capsule writes of 16 KiB (about 2 MiB) in one send: far more than the ring's 16 KiB.
         var burst: [UInt8] = []
         var burstData: [[UInt8]] = []
         for k in 0..<120 {
