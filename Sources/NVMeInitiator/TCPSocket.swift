@@ -65,7 +65,7 @@ public final class TCPSocket {
                 if let f = fragmentation, !f.sizes.isEmpty {
                     piece = min(piece, max(1, f.sizes[fragmentIndex % f.sizes.count]))
                     fragmentIndex += 1
-                    usleep(f.pauseMicroseconds)
+                    if f.pauseMicroseconds > 0 { usleep(f.pauseMicroseconds) }
                 }
                 let n = Glibc.send(fd, buf.baseAddress! + sent, piece, Int32(MSG_NOSIGNAL))
                 if n < 0 {

@@ -62,8 +62,10 @@ final class StressTests: XCTestCase {
         XCTAssertLessThan(residentKiB() - rss, 16 * 1024, "RSS grows by less than 16 MiB over 10,000 cycles (before \(rss) KiB)")
     }
 
-    /// Random but well-framed traffic after a valid Connect. The daemon must answer or end
-    /// that connection, never crash; the bystander's data must verify throughout.
+    /// Random but well-framed traffic after a valid Connect, in one session of three sent in
+    /// random pieces (PDUs cut across the target's reads, and so across the buffers of its
+    /// multishot recv). The daemon must answer or end that connection, never crash; the
+    /// bystander's data must verify throughout.
     func testStatefulFuzzing() throws {
         let bystander = try harness.controller(queues: 1)
         var rng = SystemRandomNumberGenerator()
@@ -82,6 +84,9 @@ final class StressTests: XCTestCase {
             }
             sessions += 1
             let q = c.ioQueues.first ?? c.admin
+            if next() % 3 == 0 {
+                q.socket.fragmentation = ((0..<8).map { _ in 1 + Int(next() % 5000) }, next() % 2 == 0 ? 0 : 50)
+            }
             for _ in 0..<(20 + Int(next() % 40)) {
                 var sqe = SubmissionQueueEntry(opcode: UInt8(truncatingIfNeeded: next()), commandID: UInt16(truncatingIfNeeded: next()),
                                                nsid: next() % 4 == 0 ? UInt32(truncatingIfNeeded: next()) : UInt32(next() % 3),
