@@ -76,10 +76,10 @@ final class Connection {
     var payloadKind = PayloadKind.capsule
     var recvInFlight = false
     var recvDirect = false
-    /// The multishot recv's buffers (nil: single recvs, see `ReceiveMode`), the user data of
-    /// the multishot recv armed (to cancel exactly that one) and whether a cancel is out.
+    /// The multishot recv's buffers (nil: single recvs, see `ReceiveMode`), the sequence number
+    /// in the user data of the one armed last (to cancel exactly that one) and whether a
+    /// cancel is out.
     var receiveRing: ReceiveBufferRing?
-    var multishotUserData: UInt64 = 0
     var multishotSequence = 0
     var cancelPending = false
     /// Command capsules received in a row without a data payload (saturating): the multishot

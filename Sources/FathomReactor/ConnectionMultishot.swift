@@ -48,11 +48,9 @@ extension Connection {
     func armMultishot() {
         guard let r = receiveRing else { return }
         multishotSequence = (multishotSequence + 1) & 0xFF
-        let ud = userData(.recv, slot: Self.multishotTagBit | multishotSequence)
-        let sqe = submissions.sqe(ud)
+        let sqe = submissions.sqe(userData(.recv, slot: Self.multishotTagBit | multishotSequence))
         fathom_prep_recv_multishot(sqe, socketRef, r.group)
         markSocket(sqe)
-        multishotUserData = ud
         reactor.server?.countMultishotArm()
         recvInFlight = true
         recvDirect = false
@@ -147,7 +145,7 @@ extension Connection {
     private func cancelMultishot() -> Bool {
         guard !cancelPending, recvInFlight, !recvDirect else { return false }
         let sqe = submissions.sqe(userData(.recv, slot: Self.cancelTag))
-        io_uring_prep_cancel64(sqe, multishotUserData, 0)
+        io_uring_prep_cancel64(sqe, userData(.recv, slot: Self.multishotTagBit | multishotSequence), 0)
         cancelPending = true
         inflight += 1
         return true

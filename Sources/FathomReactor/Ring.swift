@@ -91,8 +91,8 @@ final class Ring {
     lazy var supportsBufferRings: Bool = {
         let entries = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 4096)
         defer { entries.deallocate() }
-        guard fathom_register_buf_ring(ring, entries, 1, Self.probeBufferGroup) == 0 else { return false }
-        _ = io_uring_unregister_buf_ring(ring, Int32(Self.probeBufferGroup))
+        guard registerBufferRing(entries, count: 1, group: Self.probeBufferGroup) == 0 else { return false }
+        unregisterBufferRing(group: Self.probeBufferGroup)
         return true
     }()
     static let probeBufferGroup: UInt16 = 0xFFFF
