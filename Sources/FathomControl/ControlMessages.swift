@@ -90,6 +90,11 @@ public struct StatusInfo: Codable, Sendable {
     public var zeroCopyCopied: Int?
     /// Bytes the reactors' data-buffer pools hold (nil from older daemons).
     public var bufferPoolBytes: Int?
+    /// Multishot recv since start: connections that had a buffer ring, recvs armed, and how
+    /// many were cancelled because write data began to flow (nil from older daemons).
+    public var multishotConnections: Int?
+    public var multishotArms: Int?
+    public var multishotLeftForData: Int?
 }
 
 public struct SubsystemInfo: Codable, Sendable {

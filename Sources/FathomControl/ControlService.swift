@@ -185,6 +185,10 @@ public final class ControlService {
         r.status?.zeroCopySends = zc.sent
         r.status?.zeroCopyCopied = zc.copied
         r.status?.bufferPoolBytes = server.bufferPoolSize
+        let ms = server.multishotReceiveCounts
+        r.status?.multishotConnections = ms.connections
+        r.status?.multishotArms = ms.arms
+        r.status?.multishotLeftForData = ms.leftForData
         return r
     }
 

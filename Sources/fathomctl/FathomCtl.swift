@@ -101,6 +101,9 @@ struct Status: ParsableCommand {
             if let pools = s.bufferPoolBytes {
                 print("buffer pools: \(pools / (1024 * 1024)) MiB (kept for reuse; registered with io_uring, so resident)")
             }
+            if let connections = s.multishotConnections, let arms = s.multishotArms, let left = s.multishotLeftForData {
+                print("multishot recv: \(connections) connections, armed \(arms) times, left for write data \(left) times")
+            }
             if let sent = s.zeroCopySends, let copied = s.zeroCopyCopied {
                 print("zero-copy sends: \(sent), copied by the kernel anyway: \(copied)")
             }

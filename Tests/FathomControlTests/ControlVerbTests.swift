@@ -39,6 +39,12 @@ final class ControlVerbTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(before, 0)
         XCTAssertGreaterThanOrEqual(after - before, 1 << 20, "a slab for the 4 KiB or 64 KiB buffers was mapped")
         XCTAssertEqual(after % (1 << 20), 0)
+        // The host's admin and I/O queue read with multishot recv (the default) until the
+        // 64 KiB write's R2T made the I/O queue leave it.
+        let ms = try h.send("status").status
+        XCTAssertEqual(ms?.multishotConnections, 2)
+        XCTAssertGreaterThanOrEqual(ms?.multishotArms ?? 0, 2)
+        XCTAssertGreaterThanOrEqual(ms?.multishotLeftForData ?? 0, 1)
     }
 
     func testNamespaceAddAppearsAndFailedAddChangesNothing() throws {

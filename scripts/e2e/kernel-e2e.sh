@@ -301,6 +301,15 @@ else
         else log "FAIL: fathomctl clone list: $clones"; TARGET_RC=1; fi
     fi
 
+    # --- target side: the kernel host's queues read with multishot recv when it is on ------
+    if grep -q 'io_uring: uses .*multishot recv' "$DAEMON_LOG"; then
+        status=$("$FATHOMCTL" --socket "$CONTROL_SOCKET" --json status 2>&1 || true)
+        arms=$(jq '.status.multishotArms // 0' <<< "$status" 2>/dev/null || echo 0)
+        if [[ $arms -gt 0 ]]; then
+            log "PASS: the kernel host's connections read with multishot recv ($(jq -r '.status | "\(.multishotConnections) connections, armed \(.multishotArms) times, left for write data \(.multishotLeftForData) times"' <<< "$status"))"
+        else log "FAIL: fathomd uses multishot recv but no connection armed one: $status"; TARGET_RC=1; fi
+    fi
+
     # --- target side: every controller the guest created was torn down again ------------
     # (I/O queues of a removed controller close on the reactors' 1 s tick.)
     sleep 2
