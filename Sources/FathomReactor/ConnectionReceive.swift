@@ -20,14 +20,7 @@ extension Connection {
         } else if receiveRing != nil && quietCapsules >= Self.quietCapsulesForMultishot {
             return armMultishot()
         } else {
-            if rxStart == rxEnd {
-                rxStart = 0
-                rxEnd = 0
-            } else if Self.stagingCapacity - rxEnd < 1024 {
-                memmove(staging, staging + rxStart, rxEnd - rxStart)
-                rxEnd -= rxStart
-                rxStart = 0
-            }
+            compactStaging(room: 1024)
             sqe = submissions.sqe(userData(.recv, slot: Self.singleRecvTag))
             io_uring_prep_recv(sqe, socketRef, staging + rxEnd, Self.stagingCapacity - rxEnd, 0)
             recvDirect = false
@@ -37,10 +30,23 @@ extension Connection {
         inflight += 1
     }
 
+    /// Makes room for at least `room` bytes after `rxEnd` in the staging buffer: rewinds it
+    /// when empty, else moves the unparsed bytes to its start once the room left is smaller.
+    func compactStaging(room: Int) {
+        if rxStart == rxEnd {
+            rxStart = 0
+            rxEnd = 0
+        } else if Self.stagingCapacity - rxEnd < room {
+            memmove(staging, staging + rxStart, rxEnd - rxStart)
+            rxEnd -= rxStart
+            rxStart = 0
+        }
+    }
+
     /// A recv-side completion: `tag` (the user data's slot field) tells a single recv from
     /// the multishot recv and from the cancellation of one.
     func recvCompleted(_ result: Int32, flags: UInt32, tag: Int) {
-        if tag & Self.multishotTagBit != 0 { return multishotCompleted(result, flags: flags, tag: tag) }
+        if tag & Self.multishotTagBit != 0 { return multishotCompleted(result, flags: flags) }
         if tag == Self.cancelTag { return cancelCompleted() }
         recvInFlight = false
         inflight -= 1
