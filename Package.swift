@@ -30,9 +30,10 @@ let package = Package(
         .systemLibrary(name: "CISAL", path: "Sources/CISAL"),
         .systemLibrary(name: "CNVMeTypes", path: "Sources/CNVMeTypes"),
         .systemLibrary(name: "CCrypto", path: "Sources/CCrypto"),
+        .target(name: "CMappingGuard"),
         .target(name: "NVMeWire", dependencies: ["CISAL", "CNVMeTypes"], swiftSettings: swift5),
         .target(name: "FathomTarget", dependencies: ["NVMeWire", "CNVMeTypes"], swiftSettings: engine),
-        .target(name: "FathomStorage", dependencies: ["NVMeWire", "CLiburing"], swiftSettings: swift5),
+        .target(name: "FathomStorage", dependencies: ["NVMeWire", "CLiburing", "CMappingGuard"], swiftSettings: swift5),
         .target(name: "FathomConfig", dependencies: ["NVMeWire"], swiftSettings: swift5),
         .target(
             name: "FathomReactor",

@@ -1,4 +1,5 @@
 import CLiburing
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,13 +27,28 @@ public final class FileBackend: BlockBackend {
     /// thread handoff and a wakeup per command, which measured 118k IOPS for 4 KiB random reads
     /// QD32 against 321k for a memory namespace in the same run. Their data is memory: a
     /// pread or pwrite is a copy and never waits for a device (a tmpfs page swapped out must be
-    /// read back, as a memory namespace's would). Not a mapping read in place, as memory
-    /// namespaces do: a file truncated by someone else under a mapping raises SIGBUS on
-    /// access, which would take the daemon down; pread past the end returns short instead.
+    /// read back, as a memory namespace's would).
     public let completesInline: Bool
 
+    /// Reads of a tmpfs file with no holes are sent from a mapping of it (`FileMapping`), as a
+    /// memory namespace's are from its memory; writes still go through `pwrite`.
+    ///
+    /// Only without holes: a mapping's read fault on a tmpfs hole allocates a page (where
+    /// `pread` returns zeros without one), so reading a sparse scratch image in place would
+    /// fill memory with zeros. Hence a sparse file is not mapped, and the first Deallocate or
+    /// Write Zeroes (which punch holes) stops in-place reads for as long as the backend lives.
+    private let mapping: FileMapping?
+    private let holesPunched = Atomic<Bool>(false)
+
+    /// Reads are being sent from the file's mapping now (see `mapping`).
+    public var readsInPlace: Bool {
+        guard let mapping else { return false }
+        return mapping.isIntact && !holesPunched.load(ordering: .relaxed)
+    }
+
     /// Opens `path`. `blockSize` applies to files; block devices report their own.
-    public init(path: String, readOnly: Bool, directIO: Bool? = nil, blockSize: Int = 512) throws {
+    /// `mapsTmpfsReads: false` keeps reads of tmpfs files on `pread` (for comparisons).
+    public init(path: String, readOnly: Bool, directIO: Bool? = nil, blockSize: Int = 512, mapsTmpfsReads: Bool = true) throws {
         var st = stat()
         guard stat(path, &st) == 0 else { throw StorageError(path: path, errno: errno, action: "cannot stat") }
         let isBlock = (st.st_mode & S_IFMT) == S_IFBLK
@@ -73,6 +89,8 @@ public final class FileBackend: BlockBackend {
         self.usesDirectIO = direct
         let fsType = fathom_filesystem_type(fd)
         completesInline = !isBlock && (fsType == fathom_TMPFS_MAGIC || fsType == fathom_RAMFS_MAGIC)
+        let dense = UInt64(st.st_blocks) * 512 >= UInt64(st.st_size)
+        mapping = completesInline && mapsTmpfsReads && dense ? FileMapping(fd: fd, length: Int(blockCount << UInt64(shift))) : nil
         var physical = Int(st.st_blksize)
         if isBlock {
             var pbs: UInt32 = 0
@@ -114,6 +132,7 @@ public final class FileBackend: BlockBackend {
             io_uring_prep_fsync(get(), fd, fathom_IORING_FSYNC_DATASYNC)
         case let .writeZeroes(offset, length, deallocate):
             if isReadOnly { return -EROFS }
+            if mapping != nil { holesPunched.store(true, ordering: .relaxed) }
             // Files: ZERO_RANGE keeps the blocks allocated, PUNCH_HOLE frees them (holes read
             // as zeros). Block devices take the same modes: the kernel maps them to the
             // device's write-zeroes and discard (blkdev_fallocate).
@@ -122,9 +141,16 @@ public final class FileBackend: BlockBackend {
             io_uring_prep_fallocate(get(), fd, mode, off_t(offset), off_t(length))
         case let .deallocate(offset, length):
             if isReadOnly { return -EROFS }
+            if mapping != nil { holesPunched.store(true, ordering: .relaxed) }
             io_uring_prep_fallocate(get(), fd, fathom_FALLOC_FL_PUNCH_HOLE | fathom_FALLOC_FL_KEEP_SIZE, off_t(offset), off_t(length))
         }
         return nil
+    }
+
+    @inline(__always)
+    public func readInPlace(offset: UInt64, length: Int) -> UnsafeMutableRawPointer? {
+        guard let mapping, !holesPunched.load(ordering: .relaxed) else { return nil }
+        return mapping.bytes(at: offset, count: length)
     }
 
     /// A pread/pwrite result as the ring would give it: bytes, or -errno.

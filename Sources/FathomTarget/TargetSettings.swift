@@ -51,6 +51,9 @@ public struct TargetSettings: Sendable {
     /// How connections read their socket (see `ReceiveMode`).
     public var receiveMode: ReceiveMode = .multishot
 
+    /// How Reads of namespaces whose file is on tmpfs get their data (see `TmpfsReadMode`).
+    public var tmpfsReads: TmpfsReadMode = .mapped
+
     public init() {}
 
     /// MDTS exponent over the 4 KiB minimum page size.
@@ -77,4 +80,12 @@ public enum ZeroCopySendPolicy: String, Sendable, CaseIterable {
 /// rings or multishot recv get `single`.
 public enum ReceiveMode: String, Sendable, CaseIterable {
     case multishot, single
+}
+
+/// `mapped`: a file on tmpfs with no holes is mapped and Reads are sent from its pages (one
+/// copy, as from a memory namespace); `copy`: every Read is a `pread` into a command buffer
+/// first. Sparse files (ramfs files count as such: ramfs reports no allocated blocks), block
+/// devices and other filesystems always copy (`FileBackend.readsInPlace`).
+public enum TmpfsReadMode: String, Sendable, CaseIterable {
+    case mapped, copy
 }

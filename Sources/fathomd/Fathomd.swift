@@ -73,6 +73,9 @@ struct Fathomd: ParsableCommand {
     @Option(name: .long, help: "How connections read their socket: multishot (one armed recv per connection into a ring of provided buffers; falls back by itself on kernels without it) or single (one recv per read).")
     var recv: String = "multishot"
 
+    @Option(name: .long, help: "Reads of namespaces whose file is on tmpfs (/dev/shm) and has no holes: mapped (sent from the file's pages, one copy) or copy (pread into a buffer first).")
+    var tmpfsReads: String = "mapped"
+
     @Option(name: .long, help: "Directory for state that survives restarts (reservations with PTPL).")
     var stateDir = "/var/lib/fathom"
 
@@ -89,6 +92,9 @@ struct Fathomd: ParsableCommand {
         }
         guard ReceiveMode(rawValue: recv) != nil else {
             throw ValidationError("--recv must be one of: \(ReceiveMode.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard TmpfsReadMode(rawValue: tmpfsReads) != nil else {
+            throw ValidationError("--tmpfs-reads must be one of: \(TmpfsReadMode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard sendZcMinKiB >= 1 else { throw ValidationError("--send-zc-min-kib must be at least 1") }
         guard (0...10_000).contains(busyPollMicroseconds) else { throw ValidationError("--busy-poll-us must be between 0 and 10000") }
@@ -146,6 +152,7 @@ struct Fathomd: ParsableCommand {
         settings.zeroCopySendMinBytes = sendZcMinKiB * 1024
         settings.busyPollMicroseconds = busyPollMicroseconds
         settings.receiveMode = ReceiveMode(rawValue: recv) ?? .multishot
+        settings.tmpfsReads = TmpfsReadMode(rawValue: tmpfsReads) ?? .mapped
         if mkdir(stateDir, 0o700) == 0 || errno == EEXIST, access(stateDir, W_OK) == 0 {
             settings.stateDirectory = stateDir
         } else {

@@ -72,4 +72,71 @@ final class MemoryFilesystemTests: XCTestCase {
         try c.write(lba: 20000, data: data)
         XCTAssertEqual(try c.read(lba: 20000, blocks: 16), data)
     }
+
+    private var fileBackend: FileBackend? {
+        (harness.target.subsystem(TargetHarness.nqn)?.namespace(1)?.backend as? StorageNamespace)?.store as? FileBackend
+    }
+
+    /// An image with no holes is read from its mapping: hosts read what is in the file —
+    /// written by them or by anyone else — with and without digests, in sizes from one block
+    /// to 512 KiB; a Write Zeroes (which punches a hole) moves reads back to pread.
+    func testDenseImageIsReadFromItsMapping() throws {
+        harness.stop()
+        harness = try TargetHarness(sizeMiB: 16, root: "/dev/shm", denseImage: true)
+        XCTAssertEqual(fileBackend?.readsInPlace, true)
+        let outside = pattern(1 << 20, seed: 41)
+        let fd = open(image, O_RDWR)
+        defer { Glibc.close(fd) }
+        XCTAssertEqual(pwrite(fd, outside, outside.count, 8 << 20), outside.count)
+
+        for digest in [false, true] {
+            let c = try harness.controller(queues: 2, headerDigest: digest, dataDigest: digest)
+            defer { try? c.shutdown() }
+            for (n, blocks) in [1, 7, 8, 128, 256, 1024].enumerated() {
+                let lba = UInt64(16384 + n * 97)
+                XCTAssertEqual(try c.read(queue: n % 2, lba: lba, blocks: blocks),
+                               Array(outside[(Int(lba) - 16384) * 512..<(Int(lba) - 16384 + blocks) * 512]), "lba \(lba) digest \(digest)")
+            }
+            let mine = pattern(64 * 1024, seed: digest ? 2 : 1)
+            try c.write(lba: 100, data: mine)
+            XCTAssertEqual(try c.read(queue: 1, lba: 100, blocks: 128), mine)
+            var onFile = [UInt8](repeating: 0, count: mine.count)
+            XCTAssertEqual(pread(fd, &onFile, mine.count, 100 * 512), mine.count)
+            XCTAssertEqual(onFile, mine)
+        }
+        XCTAssertEqual(fileBackend?.readsInPlace, true, "still reading in place")
+
+        let c = try harness.controller(queues: 1)
+        defer { try? c.shutdown() }
+        let zeroes = SubmissionQueueEntry(opcode: 0x08, commandID: 0, nsid: 1, cdw10: 200, cdw11: 0, cdw12: 7)
+        XCTAssertEqual(try c.ioQueues[0].execute(zeroes).status, .success)
+        XCTAssertEqual(fileBackend?.readsInPlace, false)
+        XCTAssertEqual(try c.read(lba: 200, blocks: 8), [UInt8](repeating: 0, count: 4096))
+        XCTAssertEqual(try c.read(lba: 16384, blocks: 8), Array(outside[0..<4096]))
+    }
+
+    /// The same image shrunk under hosts reading it in place, with and without a data digest
+    /// (whose CRC touches the pages in user space): the mapping guard absorbs the SIGBUS, reads
+    /// fall back to pread (zeros past the new end, as for any file), connections and daemon go on.
+    func testDenseImageTruncatedUnderReadingHostsIsNoCrash() throws {
+        harness.stop()
+        harness = try TargetHarness(sizeMiB: 16, root: "/dev/shm", denseImage: true)
+        let data = pattern(8192, seed: 12)
+        let plain = try harness.controller(queues: 1)
+        let digested = try harness.controller(queues: 1, headerDigest: true, dataDigest: true)
+        defer { try? plain.shutdown(); try? digested.shutdown() }
+        try plain.write(lba: 30000, data: data)
+        try plain.write(lba: 8, data: data)
+        for c in [plain, digested] { XCTAssertEqual(try c.read(lba: 30000, blocks: 16), data) }
+        XCTAssertEqual(fileBackend?.readsInPlace, true)
+
+        XCTAssertEqual(truncate(image, 1 << 20), 0)
+        for c in [digested, plain] {
+            XCTAssertEqual(try c.read(lba: 30000, blocks: 16), [UInt8](repeating: 0, count: 8192), "past the new end")
+            XCTAssertEqual(try c.read(lba: 8, blocks: 16), data, "before it")
+        }
+        XCTAssertEqual(fileBackend?.readsInPlace, false)
+        try digested.write(lba: 30000, data: data)
+        XCTAssertEqual(try plain.read(lba: 30000, blocks: 16), data)
+    }
 }

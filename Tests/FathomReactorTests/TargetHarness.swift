@@ -11,7 +11,7 @@ import Glibc
 #endif
 
 /// A real daemon (the same FathomServer fathomd runs) on 127.0.0.1 with an ephemeral port,
-/// backed by sparse files in a temporary directory (under `root`).
+/// backed by sparse (or `denseImage`) files in a temporary directory (under `root`).
 final class TargetHarness {
     static let nqn = "nqn.2026-11.io.fathom.test:data"
     static let restrictedNQN = "nqn.2026-11.io.fathom.test:restricted"
@@ -22,12 +22,15 @@ final class TargetHarness {
     var target: Target { server.target }
     let blocks: UInt64
 
-    init(sizeMiB: UInt64 = 64, settings: TargetSettings = TargetSettings(), reactors: Int = 2, root: String = "/tmp") throws {
+    /// `denseImage`: the image's blocks are allocated (zeros) instead of a sparse file.
+    init(sizeMiB: UInt64 = 64, settings: TargetSettings = TargetSettings(), reactors: Int = 2, root: String = "/tmp",
+         denseImage: Bool = false) throws {
         var template = Array("\(root)/fathom-test-XXXXXX".utf8CString)
         directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
         let image = directory + "/ns1.img"
         let fd = open(image, O_CREAT | O_RDWR, 0o644)
         ftruncate(fd, off_t(sizeMiB * 1024 * 1024))
+        if denseImage { posix_fallocate(fd, 0, off_t(sizeMiB * 1024 * 1024)) }
         Glibc.close(fd)
         blocks = sizeMiB * 1024 * 1024 / 512
         let json = """

@@ -132,6 +132,7 @@ cleanup() {
         kill -KILL "$DAEMON_PID" 2>/dev/null || true; wait "$DAEMON_PID" 2>/dev/null || true
     fi
     detach_loop
+    [[ -n ${SHM_DATASET:-} ]] && rm -f "$SHM_DATASET"
     if ((KEEP)); then log "kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
@@ -202,7 +203,15 @@ else
     PORT=$(free_port) || { log "no free port"; exit 1; }
     CONFIG=$TMP/config.json
     DISCOVERY_PORT=$(free_port) || { log "no free port"; exit 1; }
-    write_config "$CONFIG" "$PORT" "$SUBNQN" "$TMP/ns1.img" "$LOOP_DEV" "$DATASET_NQN" "$TMP/dataset.img" "$DISCOVERY_PORT"
+    # The shared read-only dataset is served from a copy on /dev/shm with no holes, where
+    # /dev/shm is a tmpfs: fathomd then sends its reads from the file's mapping (checked below);
+    # the clone namespace keeps using the image on disk.
+    DATASET_IMG=$TMP/dataset.img SHM_DATASET=
+    if [[ $(stat -f -c %T /dev/shm 2>/dev/null) == tmpfs ]]; then
+        SHM_DATASET=/dev/shm/fathom-e2e-$$.dataset.img
+        cp --sparse=never "$TMP/dataset.img" "$SHM_DATASET" && DATASET_IMG=$SHM_DATASET
+    fi
+    write_config "$CONFIG" "$PORT" "$SUBNQN" "$TMP/ns1.img" "$LOOP_DEV" "$DATASET_NQN" "$DATASET_IMG" "$DISCOVERY_PORT"
     cp "$CONFIG" "$RUN_DIR/config.json"
 
     # --- 4. start fathomd ----------------------------------------------------------
@@ -308,6 +317,13 @@ else
         if [[ $arms -gt 0 ]]; then
             log "PASS: the kernel host's connections read with multishot recv ($(jq -r '.status | "\(.multishotConnections) connections, armed \(.multishotArms) times, left for write data \(.multishotLeftForData) times"' <<< "$status"))"
         else log "FAIL: fathomd uses multishot recv but no connection armed one: $status"; TARGET_RC=1; fi
+    fi
+
+    # --- target side: the dataset on /dev/shm was read from its mapping -----------------
+    if [[ $DATASET_IMG == "$SHM_DATASET" && -n $SHM_DATASET ]]; then
+        if grep "namespace ready" "$DAEMON_LOG" | grep -F "$SHM_DATASET" | grep -q "reads from its mapping"; then
+            log "PASS: the dataset namespace on /dev/shm is read from the file's mapping (test_dataset verified what the kernel host read)"
+        else log "FAIL: the dense dataset copy on /dev/shm is not read from its mapping: $(grep -F "$SHM_DATASET" "$DAEMON_LOG" | head -n1)"; TARGET_RC=1; fi
     fi
 
     # --- target side: every controller the guest created was torn down again ------------
