@@ -15,6 +15,7 @@
 static _Atomic uintptr_t slot_base[SLOTS];
 static _Atomic size_t slot_length[SLOTS];
 static _Atomic uint64_t slot_faults[SLOTS];
+static _Atomic int slot_protection[SLOTS];
 
 static struct sigaction previous_action;
 static uintptr_t page_mask;
@@ -33,7 +34,8 @@ static void on_sigbus(int signal, siginfo_t *info, void *context) {
         /* mmap is a plain system call on Linux (not on POSIX's async-signal-safe list by name,
            but it takes no user-space lock); errno is the interrupted code's and is kept. */
         int saved = errno;
-        void *zeros = mmap(page, page_mask + 1, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        int protection = atomic_load_explicit(&slot_protection[i], memory_order_relaxed);
+        void *zeros = mmap(page, page_mask + 1, protection, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
         errno = saved;
         if (zeros == MAP_FAILED) break;
         atomic_fetch_add_explicit(&slot_faults[i], 1, memory_order_release);
@@ -63,7 +65,7 @@ int fathom_mapping_guard_install(void) {
     return install_result;
 }
 
-int fathom_mapping_guard_add(void *base, size_t length) {
+int fathom_mapping_guard_add(void *base, size_t length, int writable) {
     for (int i = 0; i < SLOTS; i++) {
         uintptr_t expected = 0;
         /* Claim with a non-address marker first so that the length is in place before the
@@ -71,6 +73,7 @@ int fathom_mapping_guard_add(void *base, size_t length) {
         if (!atomic_compare_exchange_strong(&slot_base[i], &expected, (uintptr_t)1)) continue;
         atomic_store_explicit(&slot_length[i], length, memory_order_relaxed);
         atomic_store_explicit(&slot_faults[i], 0, memory_order_relaxed);
+        atomic_store_explicit(&slot_protection[i], writable ? PROT_READ | PROT_WRITE : PROT_READ, memory_order_relaxed);
         atomic_store_explicit(&slot_base[i], (uintptr_t)base, memory_order_release);
         return i;
     }

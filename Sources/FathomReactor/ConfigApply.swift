@@ -35,7 +35,7 @@ extension FathomServer {
                         // A resized or reopened namespace keeps its registrants and reservation.
                         let keep = current.flatMap { $0.nguid == ns.nguid ? $0.reservations : nil }
                         list.append(try Self.openNamespace(ns, subsystem: spec.nqn, stateDirectory: target.settings.stateDirectory,
-                                                           tmpfsReads: target.settings.tmpfsReads, logger: logger,
+                                                           tmpfsIO: target.settings.tmpfsIO, logger: logger,
                                                            reservations: keep, opener: backendOpener))
                     }
                 }
@@ -160,7 +160,7 @@ extension FathomServer {
 
     /// Opens the backend of one configured namespace. Errors name the namespace and its path.
     static func openNamespace(_ ns: TargetConfig.NamespaceSpec, subsystem: String, stateDirectory: String?,
-                              tmpfsReads: TmpfsReadMode = .mapped, logger: Logger,
+                              tmpfsIO: TmpfsIOMode = .mapped, logger: Logger,
                               reservations: ReservationState? = nil, opener: BackendOpener? = nil) throws -> Namespace {
         let storage: StorageNamespace
         var label = ns.path
@@ -171,7 +171,7 @@ extension FathomServer {
                 switch ns.backend {
                 case .file:
                     storage = StorageNamespace(try FileBackend(path: ns.path, readOnly: ns.readOnly, directIO: ns.directIO,
-                                                               blockSize: ns.blockSize, mapsTmpfsReads: tmpfsReads == .mapped))
+                                                               blockSize: ns.blockSize, mapsTmpfsFiles: tmpfsIO == .mapped))
                 case .memory:
                     storage = StorageNamespace(try MemoryBackend(bytes: ns.size, blockSize: ns.blockSize, readOnly: ns.readOnly))
                     label = "memory:\(ns.size)"
@@ -196,7 +196,9 @@ extension FathomServer {
             "subsystem": "\(subsystem)", "nsid": "\(ns.nsid)", "backend": "\(label)",
             "blocks": "\(backend.blockCount)", "block_size": "\(1 << backend.blockSizeShift)", "readonly": "\(ns.readOnly)"]
         if let file = backend as? FileBackend {
-            metadata["io"] = "\(file.readsInPlace ? "inline (memory filesystem), reads from its mapping" : file.completesInline ? "inline (memory filesystem)" : file.usesDirectIO ? "O_DIRECT" : "buffered")"
+            let mapped = [file.readsInPlace ? "reads from" : nil, file.writesInPlace ? "writes into" : nil].compactMap { $0 }
+            let io = file.completesInline ? "inline (memory filesystem)" : file.usesDirectIO ? "O_DIRECT" : "buffered"
+            metadata["io"] = "\(io)\(mapped.isEmpty ? "" : ", \(mapped.joined(separator: " and ")) its mapping")"
         }
         logger.info("namespace ready", metadata: metadata)
         let state = reservations ?? ReservationState(

@@ -30,25 +30,37 @@ public final class FileBackend: BlockBackend {
     /// read back, as a memory namespace's would).
     public let completesInline: Bool
 
-    /// Reads of a tmpfs file with no holes are sent from a mapping of it (`FileMapping`), as a
-    /// memory namespace's are from its memory; writes still go through `pwrite`.
+    /// A file on tmpfs is mapped (`FileMapping`): Writes are copied into its pages instead of a
+    /// `pwrite` each, and Reads are sent from them, as a memory namespace's are from its memory
+    /// — one copy and no system call each (A/B against `pread`/`pwrite`: 4 KiB random reads
+    /// 1.39×, 128 KiB reads 1.57×, 4 KiB random writes 1.48×).
     ///
-    /// Only without holes: a mapping's read fault on a tmpfs hole allocates a page (where
-    /// `pread` returns zeros without one), so reading a sparse scratch image in place would
-    /// fill memory with zeros. Hence a sparse file is not mapped, and the first Deallocate or
-    /// Write Zeroes (which punch holes) stops in-place reads for as long as the backend lives.
+    /// Reads only while the file has no holes: a mapping's read fault on a tmpfs hole allocates
+    /// a page (where `pread` returns zeros without one), so reading a sparse scratch image in
+    /// place would fill memory with zeros. Hence reads of a file that was sparse when opened
+    /// stay on `pread`, and the first Deallocate or Write Zeroes (which punch holes) moves them
+    /// there for as long as the backend lives. A write fault on a hole allocates the page as
+    /// `pwrite` would, so writes use the mapping either way. Only tmpfs: ramfs files are few and
+    /// report no allocated blocks to tell holes by.
     private let mapping: FileMapping?
     private let holesPunched = Atomic<Bool>(false)
+    private let mappedReads: Bool
+
+    /// Writes are being copied into the file's mapping now (see `mapping`).
+    public var writesInPlace: Bool {
+        guard let mapping else { return false }
+        return mapping.isWritable && mapping.isIntact
+    }
 
     /// Reads are being sent from the file's mapping now (see `mapping`).
     public var readsInPlace: Bool {
-        guard let mapping else { return false }
+        guard let mapping, mappedReads else { return false }
         return mapping.isIntact && !holesPunched.load(ordering: .relaxed)
     }
 
     /// Opens `path`. `blockSize` applies to files; block devices report their own.
-    /// `mapsTmpfsReads: false` keeps reads of tmpfs files on `pread` (for comparisons).
-    public init(path: String, readOnly: Bool, directIO: Bool? = nil, blockSize: Int = 512, mapsTmpfsReads: Bool = true) throws {
+    /// `mapsTmpfsFiles: false` keeps tmpfs files on `pread` and `pwrite` (see `mapping`).
+    public init(path: String, readOnly: Bool, directIO: Bool? = nil, blockSize: Int = 512, mapsTmpfsFiles: Bool = true) throws {
         var st = stat()
         guard stat(path, &st) == 0 else { throw StorageError(path: path, errno: errno, action: "cannot stat") }
         let isBlock = (st.st_mode & S_IFMT) == S_IFBLK
@@ -90,7 +102,9 @@ public final class FileBackend: BlockBackend {
         let fsType = fathom_filesystem_type(fd)
         completesInline = !isBlock && (fsType == fathom_TMPFS_MAGIC || fsType == fathom_RAMFS_MAGIC)
         let dense = UInt64(st.st_blocks) * 512 >= UInt64(st.st_size)
-        mapping = completesInline && mapsTmpfsReads && dense ? FileMapping(fd: fd, length: Int(blockCount << UInt64(shift))) : nil
+        mappedReads = dense
+        mapping = !isBlock && fsType == fathom_TMPFS_MAGIC && mapsTmpfsFiles && (dense || !readOnly)
+            ? FileMapping(fd: fd, length: Int(blockCount << UInt64(shift)), writable: !readOnly) : nil
         var physical = Int(st.st_blksize)
         if isBlock {
             var pbs: UInt32 = 0
@@ -122,7 +136,10 @@ public final class FileBackend: BlockBackend {
         case let .write(buffer, length, offset, fua):
             if isReadOnly { return -EROFS }
             // FUA: memory is as durable as tmpfs gets; there is no device to force.
-            if completesInline { return Self.result(pwrite(fd, buffer, length, off_t(offset))) }
+            if completesInline {
+                if let mapping, mapping.write(from: buffer, count: length, at: offset) { return Int32(length) }
+                return Self.result(pwrite(fd, buffer, length, off_t(offset)))
+            }
             let sqe = get()
             io_uring_prep_write(sqe, fd, buffer, UInt32(length), offset)
             if fua { fathom_sqe_set_rw_flags(sqe, fathom_RWF_DSYNC) }
@@ -149,7 +166,7 @@ public final class FileBackend: BlockBackend {
 
     @inline(__always)
     public func readInPlace(offset: UInt64, length: Int) -> UnsafeMutableRawPointer? {
-        guard let mapping, !holesPunched.load(ordering: .relaxed) else { return nil }
+        guard let mapping, mappedReads, !holesPunched.load(ordering: .relaxed) else { return nil }
         return mapping.bytes(at: offset, count: length)
     }
 

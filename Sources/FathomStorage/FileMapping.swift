@@ -3,28 +3,35 @@ import CMappingGuard
 import Glibc
 #endif
 
-/// A read-only shared mapping of a namespace's file on tmpfs, from which the engine sends Read
-/// data in place (`BlockBackend.readInPlace`): one copy, page → socket, where `pread` makes two
-/// (page → command buffer → socket) and a system call.
+/// A shared mapping of a namespace's file on tmpfs: the engine sends Read data from its pages
+/// (`BlockBackend.readInPlace`) and the backend copies Write data into them — one copy each,
+/// where `pread`/`pwrite` through a command buffer make two for reads, and a system call each.
 ///
 /// Why it is safe although the file can shrink under it: a page past the file's end raises
-/// SIGBUS when touched, which would end the daemon. The range is registered with the mapping
+/// SIGBUS when touched (so does a page tmpfs cannot allocate for a hole: full, or over the
+/// cgroup's memory), which would end the daemon. The range is registered with the mapping
 /// guard (`CMappingGuard`), whose handler maps zeros over such a page and counts the fault.
-/// `bytes(at:length:)` touches every page of a Read before the kernel gets the range and hands
+/// `bytes(at:count:)` touches every page of a Read before the kernel gets the range and hands
 /// out nothing once a fault was counted: the Read then goes through `pread`, which ends short
-/// past the end of the file (the host gets an error status), and so does every later one. A
-/// truncation between the touch and the kernel's copy (microseconds) makes that send fail with
-/// EFAULT, which ends the connection, not the process.
+/// past the end of the file (the host gets zeros, as for any file), and so does every later one.
+/// `write(from:count:at:)` reports a write during which a fault was counted as not done, and
+/// the backend repeats it with `pwrite`, whose result (ENOSPC, or the file extended again)
+/// is what the host gets. A truncation between a Read's touch and the kernel's copy
+/// (microseconds) makes that send fail with EFAULT, which ends the connection, not the process.
 final class FileMapping {
     let base: UnsafeMutableRawPointer
     let length: Int
     private let slot: Int32
 
-    /// Maps the first `length` bytes of `fd`; nil where that or the guard fails (reads then copy).
-    init?(fd: Int32, length: Int) {
+    let isWritable: Bool
+
+    /// Maps the first `length` bytes of `fd` (`writable`: for writing too; `fd` must be open for
+    /// it); nil where that or the guard fails (reads and writes then copy).
+    init?(fd: Int32, length: Int, writable: Bool) {
         guard length > 0, fathom_mapping_guard_install() == 0,
-              let p = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else { return nil }
-        let slot = fathom_mapping_guard_add(p, length)
+              let p = mmap(nil, length, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0), p != MAP_FAILED
+        else { return nil }
+        let slot = fathom_mapping_guard_add(p, length, writable ? 1 : 0)
         guard slot >= 0 else {
             munmap(p, length)
             return nil
@@ -32,6 +39,7 @@ final class FileMapping {
         base = p
         self.length = length
         self.slot = slot
+        isWritable = writable
     }
 
     deinit {
@@ -50,5 +58,16 @@ final class FileMapping {
         let p = base + Int(offset)
         fathom_mapping_guard_touch(p, count)
         return isIntact ? p : nil
+    }
+
+    /// Copies `count` bytes from `source` into the file at `offset` through the mapping. False
+    /// when nothing may be assumed written: past the mapping, not writable, or a page faulted
+    /// (the file shrank, or tmpfs could not allocate a page for a hole: full, or over its
+    /// cgroup's memory) — the caller then writes with `pwrite`, whose result says which.
+    @inline(__always)
+    func write(from source: UnsafeRawPointer, count: Int, at offset: UInt64) -> Bool {
+        guard isWritable, offset <= UInt64(length), count <= length - Int(offset), isIntact else { return false }
+        (base + Int(offset)).copyMemory(from: source, byteCount: count)
+        return isIntact
     }
 }

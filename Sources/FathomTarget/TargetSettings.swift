@@ -51,8 +51,8 @@ public struct TargetSettings: Sendable {
     /// How connections read their socket (see `ReceiveMode`).
     public var receiveMode: ReceiveMode = .multishot
 
-    /// How Reads of namespaces whose file is on tmpfs get their data (see `TmpfsReadMode`).
-    public var tmpfsReads: TmpfsReadMode = .mapped
+    /// How Reads and Writes of namespaces whose file is on tmpfs move their data (see `TmpfsIOMode`).
+    public var tmpfsIO: TmpfsIOMode = .mapped
 
     public init() {}
 
@@ -82,10 +82,11 @@ public enum ReceiveMode: String, Sendable, CaseIterable {
     case multishot, single
 }
 
-/// `mapped`: a file on tmpfs with no holes is mapped and Reads are sent from its pages (one
-/// copy, as from a memory namespace); `copy`: every Read is a `pread` into a command buffer
-/// first. Sparse files (ramfs files count as such: ramfs reports no allocated blocks), block
-/// devices and other filesystems always copy (`FileBackend.readsInPlace`).
-public enum TmpfsReadMode: String, Sendable, CaseIterable {
+/// `mapped`: a namespace file on tmpfs is mapped; Writes are copied into its pages and, when
+/// the file has no holes, Reads are sent from them (one copy each, as for a memory namespace,
+/// and no system call). `copy`: every Read is a `pread` into a command buffer first and every
+/// Write a `pwrite` from one. Block devices and other filesystems are not mapped, nor are ramfs
+/// files (see `FileBackend.mapping`).
+public enum TmpfsIOMode: String, Sendable, CaseIterable {
     case mapped, copy
 }

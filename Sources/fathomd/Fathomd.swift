@@ -73,8 +73,8 @@ struct Fathomd: ParsableCommand {
     @Option(name: .long, help: "How connections read their socket: multishot (one armed recv per connection into a ring of provided buffers; falls back by itself on kernels without it) or single (one recv per read).")
     var recv: String = "multishot"
 
-    @Option(name: .long, help: "Reads of namespaces whose file is on tmpfs (/dev/shm) and has no holes: mapped (sent from the file's pages, one copy) or copy (pread into a buffer first).")
-    var tmpfsReads: String = "mapped"
+    @Option(name: .long, help: "Namespaces whose file is on tmpfs (/dev/shm): mapped (writes copied into the file's pages, reads sent from them when the file has no holes; one copy each) or copy (pread and pwrite through a buffer).")
+    var tmpfsIO: String = "mapped"
 
     @Option(name: .long, help: "Directory for state that survives restarts (reservations with PTPL).")
     var stateDir = "/var/lib/fathom"
@@ -93,8 +93,8 @@ struct Fathomd: ParsableCommand {
         guard ReceiveMode(rawValue: recv) != nil else {
             throw ValidationError("--recv must be one of: \(ReceiveMode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard TmpfsReadMode(rawValue: tmpfsReads) != nil else {
-            throw ValidationError("--tmpfs-reads must be one of: \(TmpfsReadMode.allCases.map(\.rawValue).joined(separator: ", "))")
+        guard TmpfsIOMode(rawValue: tmpfsIO) != nil else {
+            throw ValidationError("--tmpfs-io must be one of: \(TmpfsIOMode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard sendZcMinKiB >= 1 else { throw ValidationError("--send-zc-min-kib must be at least 1") }
         guard (0...10_000).contains(busyPollMicroseconds) else { throw ValidationError("--busy-poll-us must be between 0 and 10000") }
@@ -152,7 +152,7 @@ struct Fathomd: ParsableCommand {
         settings.zeroCopySendMinBytes = sendZcMinKiB * 1024
         settings.busyPollMicroseconds = busyPollMicroseconds
         settings.receiveMode = ReceiveMode(rawValue: recv) ?? .multishot
-        settings.tmpfsReads = TmpfsReadMode(rawValue: tmpfsReads) ?? .mapped
+        settings.tmpfsIO = TmpfsIOMode(rawValue: tmpfsIO) ?? .mapped
         if mkdir(stateDir, 0o700) == 0 || errno == EEXIST, access(stateDir, W_OK) == 0 {
             settings.stateDirectory = stateDir
         } else {

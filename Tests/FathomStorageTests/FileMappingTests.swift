@@ -59,8 +59,37 @@ final class FileMappingTests: XCTestCase {
                        [UInt8](repeating: 0xA5, count: 512))
     }
 
-    /// Sparse files are not mapped (a read fault on a tmpfs hole allocates a page, pread does
-    /// not), nor are files once a Deallocate or Write Zeroes punched holes, nor with the option off.
+    /// Writes go into the mapping (a sparse file's too: a write fills a hole as pwrite would)
+    /// and are in the file at once, for any reader.
+    func testWritesGoThroughTheMappingIntoTheFile() throws {
+        for dense in [true, false] {
+            let (path, _) = try shmFile(bytes: 1 << 20, dense: dense, seed: 5)
+            let b = try FileBackend(path: path, readOnly: false)
+            defer { b.close() }
+            XCTAssertTrue(b.writesInPlace, "dense \(dense)")
+            XCTAssertEqual(b.readsInPlace, dense)
+            let update = pattern(12288, seed: dense ? 6 : 7)
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: 12288, alignment: 4096)
+            defer { buffer.deallocate() }
+            buffer.copyMemory(from: update, byteCount: 12288)
+            XCTAssertEqual(b.prepare(.write(buffer: buffer, length: 12288, offset: 5120, forceUnitAccess: true), sqe: noSQE), 12288)
+            let fd = open(path, O_RDONLY)
+            var back = [UInt8](repeating: 0, count: 12288)
+            XCTAssertEqual(pread(fd, &back, 12288, 5120), 12288)
+            Glibc.close(fd)
+            XCTAssertEqual(back, update, "dense \(dense)")
+            var st = stat()
+            XCTAssertEqual(stat(path, &st), 0)
+            XCTAssertEqual(st.st_size, 1 << 20, "the size stays")
+        }
+        let (path, _) = try shmFile(bytes: 1 << 20, dense: true)
+        let ro = try FileBackend(path: path, readOnly: true)
+        defer { ro.close() }
+        XCTAssertFalse(ro.writesInPlace)
+    }
+
+    /// Sparse files are not read in place (a read fault on a tmpfs hole allocates a page, pread
+    /// does not), nor are files once a Deallocate or Write Zeroes punched holes, nor with the option off.
     func testHolesAndTheOptionKeepReadsOnPread() throws {
         let (sparse, _) = try shmFile(bytes: 1 << 20, dense: false)
         let s = try FileBackend(path: sparse, readOnly: false)
@@ -69,7 +98,7 @@ final class FileMappingTests: XCTestCase {
         XCTAssertNil(s.readInPlace(offset: 0, length: 4096))
 
         let (dense, _) = try shmFile(bytes: 1 << 20, dense: true)
-        let off = try FileBackend(path: dense, readOnly: false, mapsTmpfsReads: false)
+        let off = try FileBackend(path: dense, readOnly: false, mapsTmpfsFiles: false)
         let ro = try FileBackend(path: dense, readOnly: true)
         defer { ro.close() }
         XCTAssertTrue(ro.readsInPlace, "a read-only namespace of the same file is mapped")
@@ -120,6 +149,7 @@ final class FileMappingTests: XCTestCase {
         XCTAssertEqual(b.prepare(.read(buffer: buffer, length: 8192, offset: 8192), sqe: noSQE), 8192)
         XCTAssertEqual(Array(UnsafeRawBufferPointer(start: buffer, count: 8192)), Array(data[8192..<16384]))
 
+        XCTAssertFalse(b.writesInPlace)
         XCTAssertTrue(other.readsInPlace)
         let p = try XCTUnwrap(other.readInPlace(offset: 4096, length: 4096))
         XCTAssertEqual(Array(UnsafeRawBufferPointer(start: p, count: 4096)), Array(otherData[4096..<8192]))

@@ -25,7 +25,7 @@
 # Logs of the last run: <repo>/.build-e2e/last-run/ (console, fathomd, results).
 # Env: E2E_OUT (artifact dir), E2E_TIMEOUT (guest timeout, s), FIO_* (sizes),
 #      E2E_EXTRA_TESTS (guest test functions after the core sessions, default
-#      "test_dataset test_publish test_clone test_io_cmds test_hotplug test_acl test_ana test_crash"), E2E_SKIP_CORE=1 (skip the
+#      "test_dataset test_publish test_clone test_scratch test_io_cmds test_hotplug test_acl test_ana test_crash"), E2E_SKIP_CORE=1 (skip the
 #      plain/digest fio sessions), IO_CMDS, HOTPLUG_TIMEOUT (see guest files).
 set -euo pipefail
 
@@ -132,7 +132,7 @@ cleanup() {
         kill -KILL "$DAEMON_PID" 2>/dev/null || true; wait "$DAEMON_PID" 2>/dev/null || true
     fi
     detach_loop
-    [[ -n ${SHM_DATASET:-} ]] && rm -f "$SHM_DATASET"
+    [[ -n ${SHM_DATASET:-} ]] && rm -f "$SHM_DATASET" "${SCRATCH_IMG:-}"
     if ((KEEP)); then log "kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
@@ -167,7 +167,7 @@ guest_vars() {
 # core sessions, then "$EXTRA_TESTS") last.
 guest_files() {
     cat "$HERE/guest-dataset.sh" "$HERE/guest-io-cmds.sh" "$HERE/guest-hotplug.sh" "$HERE/guest-acl.sh" "$HERE/guest-ana.sh" \
-        "$HERE/guest-crash.sh" "$HERE/guest-tests.sh"
+        "$HERE/guest-crash.sh" "$HERE/guest-scratch.sh" "$HERE/guest-tests.sh"
 }
 
 GUEST_RC=0 DAEMON_RC=0 TARGET_RC=0 HOST_RC=0
@@ -271,6 +271,22 @@ else
         log "FAIL: clone namespace: $(tail -n2 "$PUBLISH_LOG" | tr '\n' ' ')"; HOST_RC=1; CLONE_NQN=
     fi
 
+    # --- 4c'. writable scratch on /dev/shm (test_scratch): a sparse tmpfs file, written
+    # through its mapping -----------------------------------------------------------------
+    SCRATCH_NQN=
+    if [[ -n $SHM_DATASET ]]; then
+        SCRATCH_IMG=/dev/shm/fathom-e2e-$$.scratch.img
+        truncate -s 128M "$SCRATCH_IMG"
+        if "$FATHOMCTL" --socket "$CONTROL_SOCKET" subsystem add nqn.2026-11.io.fathom:scratch --allow-any-host --port 1 >> "$PUBLISH_LOG" 2>&1 &&
+           "$FATHOMCTL" --socket "$CONTROL_SOCKET" namespace add --subsystem nqn.2026-11.io.fathom:scratch --path "$SCRATCH_IMG" \
+                >> "$PUBLISH_LOG" 2>&1; then
+            SCRATCH_NQN=nqn.2026-11.io.fathom:scratch
+            log "PASS: fathomctl namespace add --path $SCRATCH_IMG (scratch on tmpfs)"
+        else
+            log "FAIL: scratch namespace: $(tail -n2 "$PUBLISH_LOG" | tr '\n' ' ')"; HOST_RC=1
+        fi
+    fi
+
     # --- 4d. a second I/O port to the e2e subsystem (test_ana: two paths, ANA failover) -----
     ANA_PORT=$(free_port) || { log "no free port"; exit 1; }
     if "$FATHOMCTL" --socket "$CONTROL_SOCKET" port add --id 3 --address 127.0.0.1 --service "$ANA_PORT" --subsystem "$SUBNQN" \
@@ -286,7 +302,8 @@ else
         printf 'TARGET_PORT=%s\nSUBNQN=%s\nDATASET_NQN=%s\nACK_PORT=%s\nDISCOVERY_PORT=%s\n' \
             "$PORT" "$SUBNQN" "$DATASET_NQN" "$ACK_PORT" "$DISCOVERY_PORT"
         printf 'PUBLISHED_NQN=%s\nPUBLISHED_NGUID=%s\nCLONE_NQN=%s\nANA_PORT=%s\n' "$PUBLISHED_NQN" "$PUBLISHED_NGUID" "$CLONE_NQN" "$ANA_PORT"
-        guest_vars "test_dataset test_publish test_clone test_io_cmds test_hotplug test_acl test_ana test_crash"
+        printf 'SCRATCH_NQN=%s\n' "$SCRATCH_NQN"
+        guest_vars "test_dataset test_publish test_clone test_scratch test_io_cmds test_hotplug test_acl test_ana test_crash"
         # Expected dataset sums, as a file in the guest (names are ours: no quoting issues).
         echo "cat > /tmp/dataset.sha256 <<'DATASET_SUMS'"; cat "$TMP/dataset.sha256"; echo DATASET_SUMS
         guest_files
@@ -324,6 +341,12 @@ else
         if grep "namespace ready" "$DAEMON_LOG" | grep -F "$SHM_DATASET" | grep -q "reads from its mapping"; then
             log "PASS: the dataset namespace on /dev/shm is read from the file's mapping (test_dataset verified what the kernel host read)"
         else log "FAIL: the dense dataset copy on /dev/shm is not read from its mapping: $(grep -F "$SHM_DATASET" "$DAEMON_LOG" | head -n1)"; TARGET_RC=1; fi
+    fi
+
+    if [[ -n $SCRATCH_NQN ]]; then
+        if grep "namespace ready" "$DAEMON_LOG" | grep -F "$SCRATCH_IMG" | grep -q "writes into its mapping"; then
+            log "PASS: the scratch namespace on /dev/shm is written through the file's mapping (test_scratch's fio verified it)"
+        else log "FAIL: the scratch namespace on /dev/shm is not written through its mapping: $(grep -F "$SCRATCH_IMG" "$DAEMON_LOG" | head -n1)"; TARGET_RC=1; fi
     fi
 
     # --- target side: every controller the guest created was torn down again ------------

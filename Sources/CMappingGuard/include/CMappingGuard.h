@@ -10,7 +10,7 @@
    (someone truncated the file) — as does a page the kernel cannot back (tmpfs full, a memory
    error). For ranges registered here, a SIGBUS handler maps a page of zeros over the faulting
    page and counts the fault, so the access completes and the owner can see, by the count, that
-   what it read is not the file's. Faults at any other address go to the handler that was
+   what it read is not the file's (or that what it wrote did not reach the file). Faults at any other address go to the handler that was
    installed before (the Swift runtime's crash reporter, or the default action).
 
    Written in C because a signal handler must not touch anything the Swift runtime may lock or
@@ -20,9 +20,10 @@
 /* Installs the handler, once per process (later calls return the first result): 0, or -errno. */
 int fathom_mapping_guard_install(void);
 
-/* Registers [base, base + length) (page aligned). Returns its slot, or -1 when every slot of the
-   fixed table is in use. */
-int fathom_mapping_guard_add(void *base, size_t length);
+/* Registers [base, base + length) (page aligned); `writable`: the zeros mapped over a faulting page
+   can be written too, so that a copy into the mapping completes. Returns its slot, or -1 when
+   every slot of the fixed table is in use. */
+int fathom_mapping_guard_add(void *base, size_t length, int writable);
 
 /* Unregisters a slot; call before unmapping its range. */
 void fathom_mapping_guard_remove(int slot);
