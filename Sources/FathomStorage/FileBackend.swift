@@ -104,7 +104,7 @@ public final class FileBackend: BlockBackend {
         let dense = UInt64(st.st_blocks) * 512 >= UInt64(st.st_size)
         mappedReads = dense
         mapping = !isBlock && fsType == fathom_TMPFS_MAGIC && mapsTmpfsFiles && (dense || !readOnly)
-            ? FileMapping(fd: fd, length: Int(blockCount << UInt64(shift)), writable: !readOnly) : nil
+            ? FileMapping(fd: fd, length: Int(blockCount << UInt64(shift)), writable: !readOnly, populate: dense) : nil
         var physical = Int(st.st_blksize)
         if isBlock {
             var pbs: UInt32 = 0
@@ -181,6 +181,7 @@ public final class FileBackend: BlockBackend {
     public func close() {
         guard !closed else { return }
         closed = true
+        mapping?.stopPopulating()
         Glibc.close(fd)
     }
 

@@ -1,4 +1,5 @@
 import CMappingGuard
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,8 +27,9 @@ final class FileMapping {
     let isWritable: Bool
 
     /// Maps the first `length` bytes of `fd` (`writable`: for writing too; `fd` must be open for
-    /// it); nil where that or the guard fails (reads and writes then copy).
-    init?(fd: Int32, length: Int, writable: Bool) {
+    /// it); nil where that or the guard fails (reads and writes then copy). `populate`: see
+    /// `populateInBackground()`.
+    init?(fd: Int32, length: Int, writable: Bool, populate: Bool) {
         guard length > 0, fathom_mapping_guard_install() == 0,
               let p = mmap(nil, length, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0), p != MAP_FAILED
         else { return nil }
@@ -40,7 +42,43 @@ final class FileMapping {
         self.length = length
         self.slot = slot
         isWritable = writable
+        if populate { populateInBackground() }
     }
+
+    private let populating = Atomic<Bool>(false)
+
+    /// Enters every page in the page tables (MADV_POPULATE_READ / _WRITE, Linux 5.14), as a
+    /// memory namespace is populated at creation: otherwise the first access to each page is a
+    /// fault on a reactor's thread — measured 0.76× SPDK's RAM bdev for 4 KiB random writes in a
+    /// daemon's first 5 s against 1.13× once its pages were entered. Only for a file with no
+    /// holes, where it allocates nothing. On a thread of its own, 64 MiB at a time: it takes
+    /// 0.12 s (read) and 0.35 s (write) per GiB here, which a large image's namespace should not
+    /// wait for; faults that come first are served as before. The thread holds the mapping
+    /// until it is done or `stopPopulating()` is called.
+    private func populateInBackground() {
+        populating.store(true, ordering: .relaxed)
+        let context = Unmanaged.passRetained(self).toOpaque()
+        var thread = pthread_t()
+        let started = pthread_create(&thread, nil, { context in
+            let mapping = Unmanaged<FileMapping>.fromOpaque(context!).takeRetainedValue()
+            let advice: Int32 = mapping.isWritable ? 23 : 22
+            var offset = 0
+            while offset < mapping.length, mapping.populating.load(ordering: .relaxed) {
+                let n = min(64 << 20, mapping.length - offset)
+                if madvise(mapping.base + offset, n, advice) != 0 { break }  // older kernel, or the file shrank
+                offset += n
+            }
+            return nil
+        }, context)
+        if started == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<FileMapping>.fromOpaque(context).release()
+        }
+    }
+
+    /// Ends a population still running (the namespace is being closed).
+    func stopPopulating() { populating.store(false, ordering: .relaxed) }
 
     deinit {
         fathom_mapping_guard_remove(slot)
