@@ -88,6 +88,45 @@ final class FileMappingTests: XCTestCase {
         XCTAssertFalse(ro.writesInPlace)
     }
 
+    /// A file with no holes has its pages entered in the page tables by a thread of its own
+    /// (resident in the mapping before any read); a sparse one is not populated, which would
+    /// allocate its holes.
+    func testDenseFilesArePopulatedSparseOnesAllocateNothing() throws {
+        let (dense, _) = try shmFile(bytes: 8 << 20, dense: true)
+        let (sparse, _) = try shmFile(bytes: 8 << 20, dense: false)
+        let d = try FileBackend(path: dense, readOnly: false)
+        let s = try FileBackend(path: sparse, readOnly: false)
+        defer { d.close(); s.close() }
+        XCTAssertTrue(eventually(seconds: 10) { Self.residentKiB(mappingOf: dense) == 8 << 10 },
+                      "resident: \(Self.residentKiB(mappingOf: dense).map(String.init) ?? "no mapping") KiB")
+        XCTAssertEqual(Self.residentKiB(mappingOf: sparse), 0)
+        var st = stat()
+        XCTAssertEqual(stat(sparse, &st), 0)
+        XCTAssertEqual(st.st_blocks, 0, "nothing allocated")
+    }
+
+    /// The Rss of this process's mapping of `path` (/proc/self/smaps), nil when not mapped.
+    private static func residentKiB(mappingOf path: String) -> Int? {
+        // Read in pieces: procfs files report a size of 0, which whole-file readers trust.
+        let fd = open("/proc/self/smaps", O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while case let n = read(fd, &chunk, chunk.count), n > 0 { bytes += chunk[0..<n] }
+        let smaps = String(decoding: bytes, as: UTF8.self)
+        var inMapping = false
+        for line in smaps.split(separator: "\n") {
+            let range = line.prefix { $0 != " " }
+            if range.contains("-"), range.allSatisfy({ $0.isHexDigit || $0 == "-" }) {
+                inMapping = line.hasSuffix(" " + path)
+            } else if inMapping, line.hasPrefix("Rss:") {
+                return Int(line.split(separator: " ").dropFirst().first ?? "")
+            }
+        }
+        return nil
+    }
+
     /// Sparse files are not read in place (a read fault on a tmpfs hole allocates a page, pread
     /// does not), nor are files once a Deallocate or Write Zeroes punched holes, nor with the option off.
     func testHolesAndTheOptionKeepReadsOnPread() throws {
