@@ -50,6 +50,7 @@ extension Connection {
         multishotSequence = (multishotSequence + 1) & 0xFF
         let sqe = submissions.sqe(userData(.recv, slot: Self.multishotTagBit | multishotSequence))
         fathom_prep_recv_multishot(sqe, socketRef, r.group)
+        sqe.pointee.ioprio |= Ring.extraMultishotRecvFlagsForTests
         markSocket(sqe)
         reactor.server?.countMultishotArm()
         recvInFlight = true

@@ -99,6 +99,11 @@ final class Ring {
     /// The kernel refused a multishot recv (older than 6.0): later connections use plain recv.
     var multishotReceiveRefused = false
 
+    /// Tests only: bits added to every multishot recv's flags (the SQE's `ioprio`). A bit the
+    /// kernel does not know makes it fail the recv with EINVAL, exactly as a 5.19 kernel (buffer
+    /// rings, no multishot recv) fails IORING_RECV_MULTISHOT, so the fallback runs here too.
+    nonisolated(unsafe) static var extraMultishotRecvFlagsForTests: UInt16 = 0
+
     /// Registers a provided-buffer ring of `count` entries (a power of two, in page-aligned
     /// `entries`) as buffer group `group`. Returns 0 or a negative errno.
     func registerBufferRing(_ entries: UnsafeMutableRawPointer, count: Int, group: UInt16) -> Int32 {

@@ -4,14 +4,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Keeps a read of a file mapping from taking the process down when the file shrinks under it.
+/* Keeps an access to a file mapping from taking the process down when the file shrinks under it.
 
    A page of a shared file mapping that lies past the file's end raises SIGBUS when touched
-   (someone truncated the file) — as does a page the kernel cannot back (tmpfs full, a memory
-   error). For ranges registered here, a SIGBUS handler maps a page of zeros over the faulting
-   page and counts the fault, so the access completes and the owner can see, by the count, that
-   what it read is not the file's (or that what it wrote did not reach the file). Faults at any other address go to the handler that was
-   installed before (the Swift runtime's crash reporter, or the default action).
+   (someone truncated the file), as does a page the kernel cannot back (a hole written when
+   tmpfs is full, a memory error). For ranges registered here, a SIGBUS handler maps a page of
+   zeros over the faulting page and counts the fault, so the access completes and the owner can
+   see, by the count, that what it read is not the file's or that what it wrote did not reach
+   the file. Faults at any other address go to the handler that was installed before (the Swift
+   runtime's crash reporter, or the default action).
 
    Written in C because a signal handler must not touch anything the Swift runtime may lock or
    allocate (lazy globals, retain/release); here it only reads a fixed table of atomics and calls
