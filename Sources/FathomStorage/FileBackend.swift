@@ -41,7 +41,10 @@ public final class FileBackend: BlockBackend {
     /// stay on `pread`, and the first Deallocate or Write Zeroes (which punch holes) moves them
     /// there for as long as the backend lives. A write fault on a hole allocates the page as
     /// `pwrite` would, so writes use the mapping either way. Only tmpfs: ramfs files are few and
-    /// report no allocated blocks to tell holes by.
+    /// report no allocated blocks to tell holes by. Seen from outside: the file's mtime moves on
+    /// a page's first write through the mapping (for a file with no holes, when the mapping is
+    /// populated at open), not on every write as with `pwrite`; its pages that hosts touched
+    /// count in fathomd's VmRSS (`RssShmem`), though tmpfs holds them either way.
     private let mapping: FileMapping?
     private let holesPunched = Atomic<Bool>(false)
     private let mappedReads: Bool
