@@ -19,7 +19,10 @@ final class MemoryFilesystemTests: XCTestCase {
         harness = try TargetHarness(root: "/dev/shm")
     }
 
-    override func tearDown() { harness?.stop() }
+    override func tearDown() {
+        harness?.stop()
+        harness = nil  // XCTest keeps test case instances; their servers should not outlive the test
+    }
 
     private var image: String { harness.directory + "/ns1.img" }
 

@@ -15,7 +15,10 @@ final class FileMappingTests: XCTestCase {
         try XCTSkipUnless(filesystemType(holding: "/dev/shm") == "tmpfs", "/dev/shm is not a tmpfs here")
     }
 
-    override func tearDown() { paths.forEach { unlink($0) } }
+    override func tearDown() {
+        paths.forEach { unlink($0) }
+        paths = []
+    }
 
     /// A file on /dev/shm holding `bytes` (every page written, so it has no holes) or sparse.
     private func shmFile(bytes: Int, dense: Bool, seed: UInt64 = 1) throws -> (String, [UInt8]) {
