@@ -120,6 +120,9 @@ public struct NamespaceInfo: Codable, Sendable {
     public var nguid: String
     public var visibleTo: [String]?
     public var anaGroup: UInt32?
+    /// How a file namespace's data moves now: "buffered", "O_DIRECT", "tmpfs mapping (reads,
+    /// writes)" (or one of them), "inline" (see `FathomServer.dataPath`).
+    public var io: String?
 }
 
 public struct PortInfo: Codable, Sendable {

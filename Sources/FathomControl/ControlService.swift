@@ -218,7 +218,7 @@ public final class ControlService {
                                           bytes: (running?.blockCount ?? 0) * UInt64(blockSize), blockSize: blockSize,
                                           readonly: ns.readOnly, uuid: UUIDText.format(ns.uuid, dashes: true),
                                           nguid: UUIDText.format(ns.nguid, dashes: false), visibleTo: ns.visibleHosts,
-                                          anaGroup: ns.anaGroupID))
+                                          anaGroup: ns.anaGroupID, io: server.dataPath(subsystem: spec.nqn, nsid: ns.nsid)))
             }
         }
         r.namespaces = list

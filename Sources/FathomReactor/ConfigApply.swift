@@ -195,17 +195,30 @@ extension FathomServer {
         var metadata: Logger.Metadata = [
             "subsystem": "\(subsystem)", "nsid": "\(ns.nsid)", "backend": "\(label)",
             "blocks": "\(backend.blockCount)", "block_size": "\(1 << backend.blockSizeShift)", "readonly": "\(ns.readOnly)"]
-        if let file = backend as? FileBackend {
-            let mapped = [file.readsInPlace ? "reads from" : nil, file.writesInPlace ? "writes into" : nil].compactMap { $0 }
-            let io = file.completesInline ? "inline (memory filesystem)" : file.usesDirectIO ? "O_DIRECT" : "buffered"
-            metadata["io"] = "\(io)\(mapped.isEmpty ? "" : ", \(mapped.joined(separator: " and ")) its mapping")"
-        }
+        if let io = Self.dataPath(backend) { metadata["io"] = "\(io)" }
         logger.info("namespace ready", metadata: metadata)
         let state = reservations ?? ReservationState(
             persistencePath: stateDirectory.map { "\($0)/reservations-\(UUIDText.format(ns.nguid, dashes: false))" })
         return Namespace(nsid: ns.nsid, nguid: ns.nguid, uuid: ns.uuid, readOnly: ns.readOnly,
                          backend: storage, label: label, reservations: state,
                          visibleHosts: ns.visibleHosts.map(Set.init), anaGroupID: ns.anaGroupID, eui64: ns.eui64)
+    }
+
+    /// How a file namespace's data moves now (nil for other backends), for the log and
+    /// `fathomctl namespace list`: "O_DIRECT", "buffered" (both on the ring), "tmpfs mapping
+    /// (reads, writes)" or one of the two (`FileBackend.mapping`), "inline" (pread and pwrite
+    /// on the reactor: ramfs, a sparse read-only tmpfs file, `--tmpfs-io copy`, or a mapping
+    /// given up after the file shrank under it).
+    static func dataPath(_ backend: BlockBackend) -> String? {
+        guard let file = backend as? FileBackend else { return nil }
+        if !file.completesInline { return file.usesDirectIO ? "O_DIRECT" : "buffered" }
+        let mapped = [file.readsInPlace ? "reads" : nil, file.writesInPlace ? "writes" : nil].compactMap { $0 }
+        return mapped.isEmpty ? "inline" : "tmpfs mapping (\(mapped.joined(separator: ", ")))"
+    }
+
+    /// `dataPath` of namespace `nsid` of `subsystem` as it runs now.
+    public func dataPath(subsystem: String, nsid: UInt32) -> String? {
+        (target.subsystem(subsystem)?.namespace(nsid)?.backend as? StorageNamespace).flatMap { Self.dataPath($0.store) }
     }
 
     /// The clones of a clone namespace (fathomctl clone list/reset/delete).

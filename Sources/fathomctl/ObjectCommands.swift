@@ -137,9 +137,9 @@ struct NamespaceCommand: ParsableCommand {
             var r = ControlRequest("namespace.list")
             r.subsystem = subsystem
             try global.run(r) { r in
-                Table.print(["SUBSYSTEM", "NSID", "BACKEND", "SIZE", "BS", "RO", "PATH", "NGUID"], (r.namespaces ?? []).map {
+                Table.print(["SUBSYSTEM", "NSID", "BACKEND", "SIZE", "BS", "RO", "PATH", "IO", "NGUID"], (r.namespaces ?? []).map {
                     [$0.subsystem, String($0.nsid), $0.backend, Table.bytes($0.bytes), String($0.blockSize), $0.readonly ? "yes" : "no",
-                     $0.path ?? "-", $0.nguid]
+                     $0.path ?? "-", $0.io ?? "-", $0.nguid]
                 })
             }
         }

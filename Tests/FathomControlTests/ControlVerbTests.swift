@@ -71,6 +71,32 @@ final class ControlVerbTests: XCTestCase {
         XCTAssertEqual(try c.identify(cns: 2).prefix(8), [1, 0, 0, 0, 0, 0, 0, 0])
     }
 
+    /// `namespace list` says how each file namespace's data moves, as it is now: a file on a
+    /// disk filesystem on the ring, a tmpfs file through its mapping, and the same file back on
+    /// pread once it shrank under the mapping.
+    func testNamespaceListSaysHowDataMoves() throws {
+        func io(_ nsid: UInt32) throws -> String? {
+            try h.send("namespace.list").namespaces?.first { $0.nsid == nsid }?.io
+        }
+        let onDisk = ["tmpfs", "ramfs"].contains(filesystemType(holding: h.directory) ?? "") ? nil : "buffered"
+        if let onDisk { XCTAssertEqual(try io(1), onDisk) }
+        try XCTSkipUnless(filesystemType(holding: "/dev/shm") == "tmpfs", "/dev/shm is not a tmpfs here")
+        let image = "/dev/shm/fathom-control-\(getpid()).img"
+        let fd = open(image, O_CREAT | O_TRUNC | O_RDWR, 0o644)
+        let data = pattern(1 << 20, seed: 8)
+        XCTAssertEqual(pwrite(fd, data, data.count, 0), data.count)
+        Glibc.close(fd)
+        defer { unlink(image) }
+        XCTAssertTrue(try h.send("namespace.add") { $0.subsystem = ControlHarness.nqn; $0.path = image; $0.nsid = 6 }.ok)
+        XCTAssertEqual(try io(6), "tmpfs mapping (reads, writes)")
+        let c = try h.connect(host: ControlHarness.hostA)
+        XCTAssertEqual(try c.read(nsid: 6, lba: 16, blocks: 8), Array(data[8192..<12288]))
+        XCTAssertEqual(truncate(image, 64 << 10), 0)
+        XCTAssertEqual(try c.read(nsid: 6, lba: 1024, blocks: 8), [UInt8](repeating: 0, count: 4096), "past the new end")
+        XCTAssertEqual(try io(6), "inline", "the mapping was given up")
+        XCTAssertTrue(try h.send("namespace.remove") { $0.subsystem = ControlHarness.nqn; $0.nsid = 6 }.ok)
+    }
+
     func testResizeGrowsTheFileAndRefusesToShrink() throws {
         let grow = try h.send("namespace.resize") { $0.subsystem = ControlHarness.nqn; $0.nsid = 1; $0.size = "16M" }
         XCTAssertTrue(grow.ok, grow.error ?? "")

@@ -336,17 +336,21 @@ else
         else log "FAIL: fathomd uses multishot recv but no connection armed one: $status"; TARGET_RC=1; fi
     fi
 
-    # --- target side: the dataset on /dev/shm was read from its mapping -----------------
-    if [[ $DATASET_IMG == "$SHM_DATASET" && -n $SHM_DATASET ]]; then
-        if grep "namespace ready" "$DAEMON_LOG" | grep -F "$SHM_DATASET" | grep -q "reads from its mapping"; then
-            log "PASS: the dataset namespace on /dev/shm is read from the file's mapping (test_dataset verified what the kernel host read)"
-        else log "FAIL: the dense dataset copy on /dev/shm is not read from its mapping: $(grep -F "$SHM_DATASET" "$DAEMON_LOG" | head -n1)"; TARGET_RC=1; fi
-    fi
-
-    if [[ -n $SCRATCH_NQN ]]; then
-        if grep "namespace ready" "$DAEMON_LOG" | grep -F "$SCRATCH_IMG" | grep -q "writes into its mapping"; then
-            log "PASS: the scratch namespace on /dev/shm is written through the file's mapping (test_scratch's fio verified it)"
-        else log "FAIL: the scratch namespace on /dev/shm is not written through its mapping: $(grep -F "$SCRATCH_IMG" "$DAEMON_LOG" | head -n1)"; TARGET_RC=1; fi
+    # --- target side: the namespaces on /dev/shm moved their data through the file's mapping
+    # (fathomctl namespace list's io, as it is after the guest's sessions) ----------------
+    if [[ -n $SHM_DATASET ]]; then
+        nslist=$("$FATHOMCTL" --socket "$CONTROL_SOCKET" --json namespace list 2>&1 || true)
+        io_of() { jq -r --arg p "$1" '.namespaces[] | select(.path == $p) | .io' <<< "$nslist" 2>/dev/null; }
+        if [[ $DATASET_IMG == "$SHM_DATASET" ]]; then
+            if [[ $(io_of "$SHM_DATASET") == "tmpfs mapping (reads)" ]]; then
+                log "PASS: the dataset namespace on /dev/shm is read from the file's mapping (test_dataset verified what the kernel host read)"
+            else log "FAIL: the dense dataset copy on /dev/shm: io '$(io_of "$SHM_DATASET")', expected 'tmpfs mapping (reads)'"; TARGET_RC=1; fi
+        fi
+        if [[ -n $SCRATCH_NQN ]]; then
+            if [[ $(io_of "$SCRATCH_IMG") == "tmpfs mapping (writes)" ]]; then
+                log "PASS: the scratch namespace on /dev/shm is written through the file's mapping (test_scratch's fio verified it)"
+            else log "FAIL: the scratch namespace on /dev/shm: io '$(io_of "$SCRATCH_IMG")', expected 'tmpfs mapping (writes)'"; TARGET_RC=1; fi
+        fi
     fi
 
     # --- target side: every controller the guest created was torn down again ------------
