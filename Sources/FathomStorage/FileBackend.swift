@@ -46,8 +46,8 @@ public final class FileBackend: BlockBackend {
     /// populated at open), not on every write as with `pwrite`; its pages that hosts touched
     /// count in fathomd's VmRSS (`RssShmem`), though tmpfs holds them either way.
     private let mapping: FileMapping?
-    private let holesPunched = Atomic<Bool>(false)
-    private let mappedReads: Bool
+    /// The file had no holes when opened and none was punched since: reads may use `mapping`.
+    private let readsMayUseMapping: Atomic<Bool>
 
     /// Writes are being copied into the file's mapping now (see `mapping`).
     public var writesInPlace: Bool {
@@ -57,8 +57,8 @@ public final class FileBackend: BlockBackend {
 
     /// Reads are being sent from the file's mapping now (see `mapping`).
     public var readsInPlace: Bool {
-        guard let mapping, mappedReads else { return false }
-        return mapping.isIntact && !holesPunched.load(ordering: .relaxed)
+        guard let mapping else { return false }
+        return mapping.isIntact && readsMayUseMapping.load(ordering: .relaxed)
     }
 
     /// Opens `path`. `blockSize` applies to files; block devices report their own.
@@ -105,7 +105,7 @@ public final class FileBackend: BlockBackend {
         let fsType = fathom_filesystem_type(fd)
         completesInline = !isBlock && (fsType == fathom_TMPFS_MAGIC || fsType == fathom_RAMFS_MAGIC)
         let dense = UInt64(st.st_blocks) * 512 >= UInt64(st.st_size)
-        mappedReads = dense
+        readsMayUseMapping = Atomic(dense)
         mapping = !isBlock && fsType == fathom_TMPFS_MAGIC && mapsTmpfsFiles && (dense || !readOnly)
             ? FileMapping(fd: fd, length: Int(blockCount << UInt64(shift)), writable: !readOnly, populate: dense) : nil
         var physical = Int(st.st_blksize)
@@ -152,7 +152,7 @@ public final class FileBackend: BlockBackend {
             io_uring_prep_fsync(get(), fd, fathom_IORING_FSYNC_DATASYNC)
         case let .writeZeroes(offset, length, deallocate):
             if isReadOnly { return -EROFS }
-            if mapping != nil { holesPunched.store(true, ordering: .relaxed) }
+            readsMayUseMapping.store(false, ordering: .relaxed)
             // Files: ZERO_RANGE keeps the blocks allocated, PUNCH_HOLE frees them (holes read
             // as zeros). Block devices take the same modes: the kernel maps them to the
             // device's write-zeroes and discard (blkdev_fallocate).
@@ -161,7 +161,7 @@ public final class FileBackend: BlockBackend {
             io_uring_prep_fallocate(get(), fd, mode, off_t(offset), off_t(length))
         case let .deallocate(offset, length):
             if isReadOnly { return -EROFS }
-            if mapping != nil { holesPunched.store(true, ordering: .relaxed) }
+            readsMayUseMapping.store(false, ordering: .relaxed)
             io_uring_prep_fallocate(get(), fd, fathom_FALLOC_FL_PUNCH_HOLE | fathom_FALLOC_FL_KEEP_SIZE, off_t(offset), off_t(length))
         }
         return nil
@@ -169,7 +169,7 @@ public final class FileBackend: BlockBackend {
 
     @inline(__always)
     public func readInPlace(offset: UInt64, length: Int) -> UnsafeMutableRawPointer? {
-        guard let mapping, mappedReads, !holesPunched.load(ordering: .relaxed) else { return nil }
+        guard let mapping, readsMayUseMapping.load(ordering: .relaxed) else { return nil }
         return mapping.bytes(at: offset, count: length)
     }
 
