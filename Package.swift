@@ -79,7 +79,7 @@ let package = Package(
             swiftSettings: swift5),
         .testTarget(
             name: "FathomControlTests",
-            dependencies: ["FathomControl", "FathomConfig", "FathomDataset", "FathomReactor", "NVMeInitiator", "NVMeWire", "FathomTestSupport"],
+            dependencies: ["FathomControl", "FathomConfig", "FathomDataset", "FathomReactor", "FathomStorage", "NVMeInitiator", "NVMeWire", "FathomTestSupport"],
             swiftSettings: swift5),
         .testTarget(name: "FathomDatasetTests", dependencies: ["FathomDataset"], swiftSettings: swift5),
         .testTarget(name: "NVMeInitiatorTests", dependencies: ["NVMeInitiator", "NVMeWire"], swiftSettings: swift5),

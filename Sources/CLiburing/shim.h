@@ -59,6 +59,22 @@ static inline long fathom_filesystem_type(int fd) {
 }
 static const long fathom_TMPFS_MAGIC = 0x01021994;
 static const long fathom_RAMFS_MAGIC = 0x858458f6;
+/* Local disk filesystems whose page cache a mapping may read (FileBackend): their cached
+   pages are the file, and a fault on one waits for nothing but a page table entry. Network and
+   FUSE filesystems are left out: a fault there can wait for a server. */
+static const long fathom_EXT4_MAGIC = 0xEF53;
+static const long fathom_XFS_MAGIC = 0x58465342;
+static const long fathom_BTRFS_MAGIC = 0x9123683E;
+static const long fathom_F2FS_MAGIC = 0xF2F52010;
+/* cachestat(2) (Linux 6.5; Debian's headers predate it, the number is the same on every
+   architecture): how many of the pages of [offset, offset + length) of a file are in the page
+   cache. Returns that count, or -errno (-ENOSYS on older kernels). */
+static inline long long fathom_cached_pages(int fd, unsigned long long offset, unsigned long long length) {
+    struct { unsigned long long off, len; } range = { offset, length };
+    struct { unsigned long long cache, dirty, writeback, evicted, recently_evicted; } stat;
+    if (syscall(451, fd, &range, &stat, 0) != 0) return -errno;
+    return (long long)stat.cache;
+}
 /* Pins the calling thread to one CPU. sched_setaffinity(2) and CPU_SET need _GNU_SOURCE,
    which must not be defined here (see above), so the system call is made directly. */
 static inline int fathom_pin_current_thread(int cpu) {

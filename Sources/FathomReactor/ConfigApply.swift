@@ -35,7 +35,7 @@ extension FathomServer {
                         // A resized or reopened namespace keeps its registrants and reservation.
                         let keep = current.flatMap { $0.nguid == ns.nguid ? $0.reservations : nil }
                         list.append(try Self.openNamespace(ns, subsystem: spec.nqn, stateDirectory: target.settings.stateDirectory,
-                                                           tmpfsIO: target.settings.tmpfsIO, logger: logger,
+                                                           tmpfsIO: target.settings.tmpfsIO, pageCacheReads: target.settings.pageCacheReads, logger: logger,
                                                            reservations: keep, opener: backendOpener))
                     }
                 }
@@ -160,7 +160,7 @@ extension FathomServer {
 
     /// Opens the backend of one configured namespace. Errors name the namespace and its path.
     static func openNamespace(_ ns: TargetConfig.NamespaceSpec, subsystem: String, stateDirectory: String?,
-                              tmpfsIO: TmpfsIOMode = .mapped, logger: Logger,
+                              tmpfsIO: FileMappingMode = .mapped, pageCacheReads: FileMappingMode = .mapped, logger: Logger,
                               reservations: ReservationState? = nil, opener: BackendOpener? = nil) throws -> Namespace {
         let storage: StorageNamespace
         var label = ns.path
@@ -171,7 +171,8 @@ extension FathomServer {
                 switch ns.backend {
                 case .file:
                     storage = StorageNamespace(try FileBackend(path: ns.path, readOnly: ns.readOnly, directIO: ns.directIO,
-                                                               blockSize: ns.blockSize, mapsTmpfsFiles: tmpfsIO == .mapped))
+                                                               blockSize: ns.blockSize, mapsTmpfsFiles: tmpfsIO == .mapped,
+                                                               mapsPageCache: pageCacheReads == .mapped))
                 case .memory:
                     storage = StorageNamespace(try MemoryBackend(bytes: ns.size, blockSize: ns.blockSize, readOnly: ns.readOnly))
                     label = "memory:\(ns.size)"
@@ -208,10 +209,16 @@ extension FathomServer {
     /// `fathomctl namespace list`: "O_DIRECT", "buffered" (both on the ring), "tmpfs mapping
     /// (reads, writes)" or one of the two (`FileBackend.mapping`), "inline" (pread and pwrite
     /// on the reactor: ramfs, a sparse read-only tmpfs file, `--tmpfs-io copy`, or a mapping
-    /// given up after the file shrank under it).
+    /// given up after the file shrank under it), "buffered, cached reads from the mapping (C of
+    /// N MiB cached or holes, R reads)" (a file on a disk filesystem; C as of the last residency
+    /// scan, R the Reads sent from the mapping so far).
     static func dataPath(_ backend: BlockBackend) -> String? {
         guard let file = backend as? FileBackend else { return nil }
-        if !file.completesInline { return file.usesDirectIO ? "O_DIRECT" : "buffered" }
+        if !file.completesInline {
+            if file.usesDirectIO { return "O_DIRECT" }
+            guard file.readsInPlace, let chunks = file.cachedChunks else { return "buffered" }
+            return "buffered, cached reads from the mapping (\(chunks.cached) of \(chunks.total) MiB cached or holes, \(file.readsFromMapping) reads)"
+        }
         let mapped = [file.readsInPlace ? "reads" : nil, file.writesInPlace ? "writes" : nil].compactMap { $0 }
         return mapped.isEmpty ? "inline" : "tmpfs mapping (\(mapped.joined(separator: ", ")))"
     }

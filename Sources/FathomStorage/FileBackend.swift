@@ -45,8 +45,18 @@ public final class FileBackend: BlockBackend {
     /// a page's first write through the mapping (for a file with no holes, when the mapping is
     /// populated at open), not on every write as with `pwrite`; its pages that hosts touched
     /// count in fathomd's VmRSS (`RssShmem`), though tmpfs holds them either way.
+    ///
+    /// A file on a local disk filesystem (ext4, XFS, Btrfs, F2FS) read through the page cache
+    /// (not O_DIRECT) is mapped read-only, and a Read whose range `residency` saw wholly cached
+    /// is sent from the mapping — one copy instead of two, and no storage operation; any other
+    /// Read, and every Write, goes through the ring as before. Holes do not matter there: a
+    /// read of a hole fills a page cache page with zeros through the mapping as through the ring.
     private let mapping: FileMapping?
-    /// The file had no holes when opened and none was punched since: reads may use `mapping`.
+    /// For a mapped file on a disk filesystem: which ranges are cached (see `PageCacheResidency`);
+    /// nil on tmpfs, whose pages are all memory.
+    private let residency: PageCacheResidency?
+    /// Reads may use `mapping`: on tmpfs, while the file has had no holes (none when opened,
+    /// none punched since); on a disk filesystem, always (per range, see `residency`).
     private let readsMayUseMapping: Atomic<Bool>
 
     /// Writes are being copied into the file's mapping now (see `mapping`).
@@ -55,15 +65,37 @@ public final class FileBackend: BlockBackend {
         return mapping.isWritable && mapping.isIntact
     }
 
-    /// Reads are being sent from the file's mapping now (see `mapping`).
+    /// Reads are being sent from the file's mapping now (see `mapping`); on a disk filesystem,
+    /// those of the ranges that are cached.
     public var readsInPlace: Bool {
         guard let mapping else { return false }
         return mapping.isIntact && readsMayUseMapping.load(ordering: .relaxed)
     }
 
+    /// For a file whose cached ranges are read from its mapping: how many of its 1 MiB chunks
+    /// were wholly cached at the last scan, of how many.
+    public var cachedChunks: (cached: Int, total: Int)? {
+        residency.map { ($0.cachedChunks, $0.chunkCount) }
+    }
+
+    /// Reads of a file on a disk filesystem sent from its mapping so far (the others went
+    /// through the ring), for `fathomctl namespace list`.
+    public var readsFromMapping: Int { mappedReads.count.load(ordering: .relaxed) }
+
+    /// Every reactor reading the namespace adds to it: kept in an allocation of its own so that
+    /// the writes do not invalidate the cache line of the fields those reactors all read.
+    private final class ReadCount { let count = Atomic<Int>(0) }
+    private let mappedReads = ReadCount()
+
+    /// Cached ranges of files on disk filesystems can be read from their mapping on this kernel
+    /// (it has `cachestat(2)`, Linux 6.5; see `PageCacheResidency`).
+    public static var kernelReportsCachedPages: Bool { PageCacheResidency.kernelReportsCachedPages }
+
     /// Opens `path`. `blockSize` applies to files; block devices report their own.
-    /// `mapsTmpfsFiles: false` keeps tmpfs files on `pread` and `pwrite` (see `mapping`).
-    public init(path: String, readOnly: Bool, directIO: Bool? = nil, blockSize: Int = 512, mapsTmpfsFiles: Bool = true) throws {
+    /// `mapsTmpfsFiles: false` keeps tmpfs files on `pread` and `pwrite`, `mapsPageCache: false`
+    /// every Read of a file on a disk filesystem on the ring (see `mapping`).
+    public init(path: String, readOnly: Bool, directIO: Bool? = nil, blockSize: Int = 512,
+                mapsTmpfsFiles: Bool = true, mapsPageCache: Bool = true) throws {
         var st = stat()
         guard stat(path, &st) == 0 else { throw StorageError(path: path, errno: errno, action: "cannot stat") }
         let isBlock = (st.st_mode & S_IFMT) == S_IFBLK
@@ -105,9 +137,22 @@ public final class FileBackend: BlockBackend {
         let fsType = fathom_filesystem_type(fd)
         completesInline = !isBlock && (fsType == fathom_TMPFS_MAGIC || fsType == fathom_RAMFS_MAGIC)
         let dense = UInt64(st.st_blocks) * 512 >= UInt64(st.st_size)
-        readsMayUseMapping = Atomic(dense)
-        mapping = !isBlock && fsType == fathom_TMPFS_MAGIC && mapsTmpfsFiles && (dense || !readOnly)
-            ? FileMapping(fd: fd, length: Int(blockCount << UInt64(shift)), writable: !readOnly, populate: dense) : nil
+        let length = Int(blockCount << UInt64(shift))
+        let diskFilesystems = [fathom_EXT4_MAGIC, fathom_XFS_MAGIC, fathom_BTRFS_MAGIC, fathom_F2FS_MAGIC]
+        if !isBlock && fsType == fathom_TMPFS_MAGIC && mapsTmpfsFiles && (dense || !readOnly) {
+            mapping = FileMapping(fd: fd, length: length, writable: !readOnly, populate: dense)
+            residency = nil
+        } else if !isBlock && !direct && mapsPageCache && diskFilesystems.contains(fsType),
+                  let residency = PageCacheResidency(fd: fd, length: length),
+                  let mapping = FileMapping(fd: fd, length: length, writable: false, populate: false) {
+            mapping.adviseRandomAccess()
+            self.mapping = mapping
+            self.residency = residency
+        } else {
+            mapping = nil
+            residency = nil
+        }
+        readsMayUseMapping = Atomic(dense || residency != nil)
         var physical = Int(st.st_blksize)
         if isBlock {
             var pbs: UInt32 = 0
@@ -152,7 +197,7 @@ public final class FileBackend: BlockBackend {
             io_uring_prep_fsync(get(), fd, fathom_IORING_FSYNC_DATASYNC)
         case let .writeZeroes(offset, length, deallocate):
             if isReadOnly { return -EROFS }
-            readsMayUseMapping.store(false, ordering: .relaxed)
+            if residency == nil { readsMayUseMapping.store(false, ordering: .relaxed) }
             // Files: ZERO_RANGE keeps the blocks allocated, PUNCH_HOLE frees them (holes read
             // as zeros). Block devices take the same modes: the kernel maps them to the
             // device's write-zeroes and discard (blkdev_fallocate).
@@ -161,7 +206,7 @@ public final class FileBackend: BlockBackend {
             io_uring_prep_fallocate(get(), fd, mode, off_t(offset), off_t(length))
         case let .deallocate(offset, length):
             if isReadOnly { return -EROFS }
-            readsMayUseMapping.store(false, ordering: .relaxed)
+            if residency == nil { readsMayUseMapping.store(false, ordering: .relaxed) }
             io_uring_prep_fallocate(get(), fd, fathom_FALLOC_FL_PUNCH_HOLE | fathom_FALLOC_FL_KEEP_SIZE, off_t(offset), off_t(length))
         }
         return nil
@@ -170,7 +215,10 @@ public final class FileBackend: BlockBackend {
     @inline(__always)
     public func readInPlace(offset: UInt64, length: Int) -> UnsafeMutableRawPointer? {
         guard let mapping, readsMayUseMapping.load(ordering: .relaxed) else { return nil }
-        return mapping.bytes(at: offset, count: length)
+        guard let residency else { return mapping.bytes(at: offset, count: length) }
+        guard residency.isCached(offset: offset, count: length), let p = mapping.bytes(at: offset, count: length) else { return nil }
+        mappedReads.count.add(1, ordering: .relaxed)
+        return p
     }
 
     /// A pread/pwrite result as the ring would give it: bytes, or -errno.
@@ -185,6 +233,7 @@ public final class FileBackend: BlockBackend {
         guard !closed else { return }
         closed = true
         mapping?.stopPopulating()
+        residency?.stop()
         Glibc.close(fd)
     }
 

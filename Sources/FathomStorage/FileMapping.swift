@@ -5,9 +5,11 @@ import Synchronization
 import Glibc
 #endif
 
-/// A shared mapping of a namespace's file on tmpfs: the engine sends Read data from its pages
-/// (`BlockBackend.readInPlace`) and the backend copies Write data into them — one copy each,
-/// where `pread`/`pwrite` through a command buffer make two for reads, and a system call each.
+/// A shared mapping of a namespace's file: the engine sends Read data from its pages
+/// (`BlockBackend.readInPlace`) and, on tmpfs, the backend copies Write data into them — one
+/// copy each, where `pread`/`pwrite` through a command buffer make two for reads, and a system
+/// call each. (A file on a disk filesystem is mapped read-only, for its cached ranges: see
+/// `PageCacheResidency`.)
 ///
 /// Why it is safe although the file can shrink under it: a page past the file's end raises
 /// SIGBUS when touched (so does a hole written when the tmpfs is full, and a page with a
@@ -44,6 +46,14 @@ final class FileMapping {
         self.slot = slot
         isWritable = writable
         if populate { populateInBackground() }
+    }
+
+    /// Tells the kernel a fault here is no sign of a sequential read: one that misses the page
+    /// cache (a page evicted since the residency scan) then reads that page, not a readahead
+    /// window around it (8 MiB on this VM's disk) while a reactor waits. Pages already cached
+    /// around a fault are still mapped with it (fault-around).
+    func adviseRandomAccess() {
+        _ = madvise(base, length, MADV_RANDOM)
     }
 
     private let populating = Atomic<Bool>(false)

@@ -51,8 +51,12 @@ public struct TargetSettings: Sendable {
     /// How connections read their socket (see `ReceiveMode`).
     public var receiveMode: ReceiveMode = .multishot
 
-    /// How Reads and Writes of namespaces whose file is on tmpfs move their data (see `TmpfsIOMode`).
-    public var tmpfsIO: TmpfsIOMode = .mapped
+    /// How Reads and Writes of namespaces whose file is on tmpfs move their data (see `FileMappingMode`).
+    public var tmpfsIO: FileMappingMode = .mapped
+
+    /// Whether Reads of cached ranges of files on disk filesystems (buffered, not O_DIRECT) are
+    /// sent from the file's mapping (see `FileBackend.mapping` and `PageCacheResidency`).
+    public var pageCacheReads: FileMappingMode = .mapped
 
     public init() {}
 
@@ -82,11 +86,15 @@ public enum ReceiveMode: String, Sendable, CaseIterable {
     case multishot, single
 }
 
-/// `mapped`: a namespace file on tmpfs is mapped; Writes are copied into its pages and, when
-/// the file has no holes, Reads are sent from them (one copy each, as for a memory namespace,
-/// and no system call). `copy`: every Read is a `pread` into a command buffer first and every
-/// Write a `pwrite` from one. Block devices and other filesystems are not mapped, nor are ramfs
-/// files (see `FileBackend.mapping`).
-public enum TmpfsIOMode: String, Sendable, CaseIterable {
+/// How a namespace's file is read and written where mapping it pays.
+///
+/// For a file on tmpfs (`--tmpfs-io`): `mapped` copies Writes into its pages and, when the file
+/// has no holes, sends Reads from them (one copy each, as for a memory namespace, and no system
+/// call); `copy` makes every Read a `pread` into a command buffer first and every Write a
+/// `pwrite` from one. For a file on a disk filesystem read through the page cache
+/// (`--page-cache-reads`): `mapped` sends Reads of ranges found wholly cached from the file's
+/// read-only mapping; `copy` reads everything through the ring into a command buffer. Block
+/// devices, O_DIRECT, ramfs and network filesystems are not mapped (see `FileBackend.mapping`).
+public enum FileMappingMode: String, Sendable, CaseIterable {
     case mapped, copy
 }

@@ -76,6 +76,9 @@ struct Fathomd: ParsableCommand {
     @Option(name: .long, help: "Namespaces whose file is on tmpfs (/dev/shm): mapped (writes copied into the file's pages, reads sent from them when the file has no holes; one copy each) or copy (pread and pwrite through a buffer).")
     var tmpfsIO: String = "mapped"
 
+    @Option(name: .long, help: "Files on disk filesystems read through the page cache: mapped (reads of ranges wholly in the page cache sent from the file's mapping, one copy; the rest through io_uring) or copy (every read through io_uring into a buffer).")
+    var pageCacheReads: String = "mapped"
+
     @Option(name: .long, help: "Directory for state that survives restarts (reservations with PTPL).")
     var stateDir = "/var/lib/fathom"
 
@@ -93,8 +96,11 @@ struct Fathomd: ParsableCommand {
         guard ReceiveMode(rawValue: recv) != nil else {
             throw ValidationError("--recv must be one of: \(ReceiveMode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard TmpfsIOMode(rawValue: tmpfsIO) != nil else {
-            throw ValidationError("--tmpfs-io must be one of: \(TmpfsIOMode.allCases.map(\.rawValue).joined(separator: ", "))")
+        guard FileMappingMode(rawValue: tmpfsIO) != nil else {
+            throw ValidationError("--tmpfs-io must be one of: \(FileMappingMode.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard FileMappingMode(rawValue: pageCacheReads) != nil else {
+            throw ValidationError("--page-cache-reads must be one of: \(FileMappingMode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard sendZcMinKiB >= 1 else { throw ValidationError("--send-zc-min-kib must be at least 1") }
         guard (0...10_000).contains(busyPollMicroseconds) else { throw ValidationError("--busy-poll-us must be between 0 and 10000") }
@@ -152,7 +158,8 @@ struct Fathomd: ParsableCommand {
         settings.zeroCopySendMinBytes = sendZcMinKiB * 1024
         settings.busyPollMicroseconds = busyPollMicroseconds
         settings.receiveMode = ReceiveMode(rawValue: recv) ?? .multishot
-        settings.tmpfsIO = TmpfsIOMode(rawValue: tmpfsIO) ?? .mapped
+        settings.tmpfsIO = FileMappingMode(rawValue: tmpfsIO) ?? .mapped
+        settings.pageCacheReads = FileMappingMode(rawValue: pageCacheReads) ?? .mapped
         if mkdir(stateDir, 0o700) == 0 || errno == EEXIST, access(stateDir, W_OK) == 0 {
             settings.stateDirectory = stateDir
         } else {

@@ -25,7 +25,7 @@
 # Logs of the last run: <repo>/.build-e2e/last-run/ (console, fathomd, results).
 # Env: E2E_OUT (artifact dir), E2E_TIMEOUT (guest timeout, s), FIO_* (sizes),
 #      E2E_EXTRA_TESTS (guest test functions after the core sessions, default
-#      "test_dataset test_publish test_clone test_scratch test_io_cmds test_hotplug test_acl test_ana test_crash"), E2E_SKIP_CORE=1 (skip the
+#      "test_dataset test_clone test_scratch test_io_cmds test_hotplug test_acl test_ana test_crash test_publish"), E2E_SKIP_CORE=1 (skip the
 #      plain/digest fio sessions), IO_CMDS, HOTPLUG_TIMEOUT (see guest files).
 set -euo pipefail
 
@@ -303,7 +303,7 @@ else
             "$PORT" "$SUBNQN" "$DATASET_NQN" "$ACK_PORT" "$DISCOVERY_PORT"
         printf 'PUBLISHED_NQN=%s\nPUBLISHED_NGUID=%s\nCLONE_NQN=%s\nANA_PORT=%s\n' "$PUBLISHED_NQN" "$PUBLISHED_NGUID" "$CLONE_NQN" "$ANA_PORT"
         printf 'SCRATCH_NQN=%s\n' "$SCRATCH_NQN"
-        guest_vars "test_dataset test_publish test_clone test_scratch test_io_cmds test_hotplug test_acl test_ana test_crash"
+        guest_vars "test_dataset test_clone test_scratch test_io_cmds test_hotplug test_acl test_ana test_crash test_publish"
         # Expected dataset sums, as a file in the guest (names are ours: no quoting issues).
         echo "cat > /tmp/dataset.sha256 <<'DATASET_SUMS'"; cat "$TMP/dataset.sha256"; echo DATASET_SUMS
         guest_files
@@ -351,6 +351,23 @@ else
                 log "PASS: the scratch namespace on /dev/shm is written through the file's mapping (test_scratch's fio verified it)"
             else log "FAIL: the scratch namespace on /dev/shm: io '$(io_of "$SCRATCH_IMG")', expected 'tmpfs mapping (writes)'"; TARGET_RC=1; fi
         fi
+    fi
+
+    # --- target side: the published dataset (an erofs image on the disk, in the page cache
+    # since it was built) was read from the file's mapping: namespace list's io counts the
+    # Reads sent from it (test_publish verified every file the kernel host read; it runs
+    # after test_crash, whose restart of fathomd starts the count again) ------------------
+    if [[ -n $PUBLISHED_NQN ]] && [[ " ${E2E_EXTRA_TESTS-test_publish} " == *" test_publish "* ]]; then
+        case $(stat -f -c %T "$TMP") in
+        ext2/ext3|xfs|btrfs|f2fs)
+            nslist=$("$FATHOMCTL" --socket "$CONTROL_SOCKET" --json namespace list 2>&1 || true)
+            pio=$(jq -r --arg p "$TMP/published.erofs" '.namespaces[] | select(.path == $p) | .io' <<< "$nslist" 2>/dev/null)
+            preads=$(sed -n 's/.*MiB cached or holes, \([0-9]*\) reads.*/\1/p' <<< "$pio")
+            if [[ ${preads:-0} -gt 0 ]]; then
+                log "PASS: the published dataset (on a disk filesystem) was read from the page cache through the file's mapping ($pio)"
+            else log "FAIL: the published dataset: io '$pio', expected cached reads from the mapping"; TARGET_RC=1; fi ;;
+        *) log "INFO: $TMP is on $(stat -f -c %T "$TMP"), not a disk filesystem: no page cache mapping to check" ;;
+        esac
     fi
 
     # --- target side: every controller the guest created was torn down again ------------

@@ -1,0 +1,110 @@
+@testable import FathomReactor
+import FathomStorage
+import NVMeInitiator
+import NVMeWire
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A namespace file on a disk filesystem whose cached ranges are read from its mapping
+/// (`FileBackend.readInPlace`, `PageCacheResidency`): hosts read what is in the file, cached
+/// or not, written by them or by anyone else, with and without digests; a file shrunk under
+/// reading hosts ends no connection and not the daemon.
+final class PageCacheReadTests: XCTestCase {
+    var harness: TargetHarness!
+
+    override func setUpWithError() throws {
+        let type = filesystemType(holding: "/tmp") ?? "unknown"
+        try XCTSkipUnless(["ext4", "xfs", "btrfs", "f2fs"].contains(type), "/tmp is on \(type), not a disk filesystem")
+        try XCTSkipUnless(FileBackend.kernelReportsCachedPages, "this kernel has no cachestat(2) (Linux 6.5)")
+        harness = try TargetHarness(sizeMiB: 16)
+    }
+
+    override func tearDown() {
+        harness?.stop()
+        harness = nil
+    }
+
+    private var image: String { harness.directory + "/ns1.img" }
+
+    private var fileBackend: FileBackend? {
+        (harness.target.subsystem(TargetHarness.nqn)?.namespace(1)?.backend as? StorageNamespace)?.store as? FileBackend
+    }
+
+    /// Writes `data` into the image from outside the daemon (into the page cache).
+    private func writeImage(_ data: [UInt8], at offset: Int) {
+        let fd = open(image, O_WRONLY)
+        XCTAssertEqual(pwrite(fd, data, data.count, off_t(offset)), data.count)
+        Glibc.close(fd)
+    }
+
+    func testCachedImageIsReadFromItsMapping() throws {
+        let outside = pattern(16 << 20, seed: 21)
+        writeImage(outside, at: 0)
+        XCTAssertTrue(eventually { self.fileBackend?.cachedChunks?.cached == 16 }, "the scanner saw the image cached")
+        XCTAssertEqual(harness.server.dataPath(subsystem: TargetHarness.nqn, nsid: 1),
+                       "buffered, cached reads from the mapping (16 of 16 MiB cached or holes, 0 reads)")
+
+        for digest in [false, true] {
+            let c = try harness.controller(queues: 2, headerDigest: digest, dataDigest: digest)
+            defer { try? c.shutdown() }
+            for (n, blocks) in [1, 7, 8, 128, 256, 1024].enumerated() {
+                let lba = 2048 + n * 2053  // across 1 MiB chunk boundaries too
+                let before = fileBackend?.readsFromMapping ?? 0
+                XCTAssertEqual(try c.read(queue: n % 2, lba: UInt64(lba), blocks: blocks),
+                               Array(outside[lba * 512..<(lba + blocks) * 512]), "lba \(lba) digest \(digest)")
+                XCTAssertGreaterThan(fileBackend?.readsFromMapping ?? 0, before, "lba \(lba): sent from the mapping")
+            }
+            // A host's write goes through the ring into the same cached pages the mapping reads.
+            let mine = pattern(64 * 1024, seed: digest ? 23 : 22)
+            try c.write(lba: 100, data: mine)
+            let before = fileBackend?.readsFromMapping ?? 0
+            XCTAssertEqual(try c.read(queue: 1, lba: 100, blocks: 128), mine)
+            XCTAssertGreaterThan(fileBackend?.readsFromMapping ?? 0, before)
+        }
+
+        // Evicted ranges go through the ring again, and read the same bytes from the disk.
+        let fd = open(image, O_RDONLY)
+        XCTAssertEqual(fdatasync(fd), 0)
+        XCTAssertEqual(posix_fadvise(fd, off_t(12 << 20), off_t(4 << 20), POSIX_FADV_DONTNEED), 0)
+        Glibc.close(fd)
+        XCTAssertTrue(eventually { (self.fileBackend?.cachedChunks?.cached ?? 16) < 16 }, "the scanner saw chunks evicted")
+        let c = try harness.controller(queues: 1)
+        defer { try? c.shutdown() }
+        let lba = (13 << 20) / 512
+        XCTAssertNil(fileBackend?.readInPlace(offset: UInt64(lba * 512), length: 64 * 512), "evicted")
+        let before = fileBackend?.readsFromMapping
+        XCTAssertEqual(try c.read(lba: UInt64(lba), blocks: 64), Array(outside[lba * 512..<(lba + 64) * 512]))
+        XCTAssertEqual(fileBackend?.readsFromMapping, before, "read through the ring")
+    }
+
+    /// The image shrunk under hosts reading it from the mapping, with and without a data digest
+    /// (whose CRC reads the pages in user space): the mapping guard absorbs the SIGBUS, reads fall
+    /// back to the ring (zeros past the new end, as for any file), connections and daemon go on.
+    func testImageTruncatedUnderReadingHostsIsNoCrash() throws {
+        let outside = pattern(16 << 20, seed: 31)
+        writeImage(outside, at: 0)
+        XCTAssertTrue(eventually { self.fileBackend?.cachedChunks?.cached == 16 })
+        let plain = try harness.controller(queues: 1)
+        let digested = try harness.controller(queues: 1, headerDigest: true, dataDigest: true)
+        defer { try? plain.shutdown(); try? digested.shutdown() }
+        let far = (12 << 20) / 512
+        for c in [plain, digested] {
+            XCTAssertEqual(try c.read(lba: UInt64(far), blocks: 16), Array(outside[far * 512..<(far + 16) * 512]))
+        }
+
+        XCTAssertEqual(truncate(image, 1 << 20), 0)
+        for c in [digested, plain] {
+            XCTAssertEqual(try c.read(lba: UInt64(far + 16), blocks: 16), [UInt8](repeating: 0, count: 8192))
+            XCTAssertEqual(try c.read(lba: 8, blocks: 16), Array(outside[4096..<12288]))
+        }
+        // The first read past the end faulted, unless the scanner (once a second) saw the
+        // file shrink between the truncation and that read.
+        if fileBackend?.readsInPlace == true {
+            XCTAssertEqual(fileBackend?.cachedChunks?.cached, 1, "the scanner came first")
+        } else {
+            XCTAssertEqual(harness.server.dataPath(subsystem: TargetHarness.nqn, nsid: 1), "buffered")
+        }
+    }
+}
