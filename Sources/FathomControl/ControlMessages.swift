@@ -95,6 +95,10 @@ public struct StatusInfo: Codable, Sendable {
     public var multishotConnections: Int?
     public var multishotArms: Int?
     public var multishotLeftForData: Int?
+    /// Major page faults of the daemon since start (getrusage): a thread that takes one waits
+    /// for a disk read — on a reactor, a page of a mapped file evicted since its residency
+    /// scan (see `--page-cache-reads`). nil from older daemons.
+    public var majorPageFaults: Int?
 }
 
 public struct SubsystemInfo: Codable, Sendable {

@@ -189,6 +189,8 @@ public final class ControlService {
         r.status?.multishotConnections = ms.connections
         r.status?.multishotArms = ms.arms
         r.status?.multishotLeftForData = ms.leftForData
+        var usage = rusage()
+        if getrusage(RUSAGE_SELF.rawValue, &usage) == 0 { r.status?.majorPageFaults = usage.ru_majflt }
         return r
     }
 

@@ -104,6 +104,9 @@ struct Status: ParsableCommand {
             if let connections = s.multishotConnections, let arms = s.multishotArms, let left = s.multishotLeftForData {
                 print("multishot recv: \(connections) connections, armed \(arms) times, left for write data \(left) times")
             }
+            if let faults = s.majorPageFaults {
+                print("major page faults: \(faults) since start (each a wait for the disk; on a reactor, a mapped page evicted since its scan)")
+            }
             if let sent = s.zeroCopySends, let copied = s.zeroCopyCopied {
                 print("zero-copy sends: \(sent), copied by the kernel anyway: \(copied)")
             }

@@ -46,6 +46,12 @@ final class ControlVerbTests: XCTestCase {
         XCTAssertEqual(ms?.multishotConnections, 2)
         XCTAssertGreaterThanOrEqual(ms?.multishotArms ?? 0, 2)
         XCTAssertGreaterThanOrEqual(ms?.multishotLeftForData ?? 0, 1)
+        // The process's major faults, as the kernel counts them (the test process's: the
+        // service runs in it).
+        var usage = rusage()
+        XCTAssertEqual(getrusage(RUSAGE_SELF.rawValue, &usage), 0)
+        XCTAssertNotNil(ms?.majorPageFaults)
+        XCTAssertLessThanOrEqual(ms?.majorPageFaults ?? .max, usage.ru_majflt)
     }
 
     func testNamespaceAddAppearsAndFailedAddChangesNothing() throws {
