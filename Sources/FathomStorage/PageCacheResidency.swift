@@ -111,6 +111,11 @@ final class PageCacheResidency: @unchecked Sendable {
             var st = stat()
             budget -= 1
             fileSize = fstat(fd, &st) == 0 ? Int(st.st_size) : 0
+            if fileSize < length {
+                // Shrunk: nothing from the region holding the new end on is read in place
+                // until scanned again (the region's chunks before the end come back then).
+                for w in (fileSize >> (Self.chunkShift + 6))..<wordCount { words[w].store(0, ordering: .relaxed) }
+            }
             if state.nextWord == 0 {
                 // A file cached whole, the usual dataset image, in one call.
                 budget -= 1
