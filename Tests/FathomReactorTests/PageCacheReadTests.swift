@@ -1,7 +1,11 @@
+import CLiburing
 @testable import FathomReactor
 import FathomStorage
+import Dispatch
+import Foundation
 import NVMeInitiator
 import NVMeWire
+import Synchronization
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -77,6 +81,74 @@ final class PageCacheReadTests: XCTestCase {
         let before = fileBackend?.readsFromMapping
         XCTAssertEqual(try c.read(lba: UInt64(lba), blocks: 64), Array(outside[lba * 512..<(lba + 64) * 512]))
         XCTAssertEqual(fileBackend?.readsFromMapping, before, "read through the ring")
+    }
+
+    /// The page cache taken away under hosts reading from the mapping, as memory pressure or
+    /// another process would: O_DIRECT writes of the same bytes through another descriptor (the
+    /// kernel drops the cached pages of their range, mapped ones included) and
+    /// POSIX_FADV_DONTNEED over the whole file, for 3 s, while the scanner's view of what is
+    /// cached goes stale between its passes. A Read that then faults on an evicted page waits
+    /// for the disk on the reactor, and must still be the file's bytes; no connection ends.
+    func testPageCacheEvictedUnderReadingHosts() throws {
+        let outside = pattern(16 << 20, seed: 41)
+        writeImage(outside, at: 0)
+        let sync = open(image, O_RDONLY)
+        XCTAssertEqual(fsync(sync), 0)
+        Glibc.close(sync)
+        XCTAssertTrue(eventually { self.fileBackend?.cachedChunks?.cached == 16 })
+        let hosts = try (0..<3).map { k in try harness.controller(queues: 2, headerDigest: k == 2, dataDigest: k == 2) }
+        defer { for c in hosts { try? c.shutdown() } }
+        let mappedBefore = fileBackend?.readsFromMapping ?? 0
+        let results = Mutex<(reads: Int, wrong: [String], failed: [String])>((0, [], []))
+        let evicting = Atomic<Bool>(true)
+        let group = DispatchGroup()
+        for (k, c) in hosts.enumerated() {
+            DispatchQueue.global().async(group: group) {
+                var round = 0
+                while evicting.load(ordering: .relaxed) {
+                    round += 1
+                    let blocks = [1, 8, 64, 256][round % 4]
+                    let lba = (k * 7919 + round * 4099) % (32768 - blocks)
+                    do {
+                        let got = try c.read(queue: round % 2, lba: UInt64(lba), blocks: blocks)
+                        let right = got == Array(outside[lba * 512..<(lba + blocks) * 512])
+                        results.withLock {
+                            $0.reads += 1
+                            if !right { $0.wrong.append("host \(k) lba \(lba) blocks \(blocks)") }
+                        }
+                    } catch {
+                        results.withLock { $0.failed.append("host \(k): \(error)") }
+                        return
+                    }
+                }
+            }
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let faultsBefore = usage.ru_majflt
+        let direct = open(image, O_WRONLY | fathom_O_DIRECT)
+        XCTAssertGreaterThanOrEqual(direct, 0)
+        let piece = UnsafeMutableRawPointer.allocate(byteCount: 65536, alignment: 4096)
+        defer { piece.deallocate(); Glibc.close(direct) }
+        let deadline = Date().addingTimeInterval(3)
+        var round = 0
+        while Date() < deadline {
+            round += 1
+            let offset = (round * 37 % 256) * 65536
+            outside[offset..<offset + 65536].withUnsafeBytes { piece.copyMemory(from: $0.baseAddress!, byteCount: 65536) }
+            XCTAssertEqual(pwrite(direct, piece, 65536, off_t(offset)), 65536)
+            if round % 8 == 0 { XCTAssertEqual(posix_fadvise(direct, 0, 0, POSIX_FADV_DONTNEED), 0) }
+            usleep(2000)
+        }
+        evicting.store(false, ordering: .relaxed)
+        XCTAssertEqual(group.wait(timeout: .now() + 60), .success)
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let (reads, wrong, failed) = results.withLock { $0 }
+        XCTAssertEqual(wrong, [])
+        XCTAssertEqual(failed, [])
+        XCTAssertGreaterThan(fileBackend?.readsFromMapping ?? 0, mappedBefore, "some reads were sent from the mapping")
+        print("page cache evicted under reads: \(reads) reads verified, \(round) evictions, "
+              + "\((fileBackend?.readsFromMapping ?? 0) - mappedBefore) from the mapping, \(usage.ru_majflt - faultsBefore) major faults")
     }
 
     /// The image shrunk under hosts reading it from the mapping, with and without a data digest
