@@ -19,8 +19,8 @@ final class PageCacheReadTests: XCTestCase {
     var harness: TargetHarness!
 
     override func setUpWithError() throws {
-        let type = filesystemType(holding: "/tmp") ?? "unknown"
-        try XCTSkipUnless(["ext4", "xfs", "btrfs", "f2fs"].contains(type), "/tmp is on \(type), not a disk filesystem")
+        try XCTSkipUnless(isPageCacheMappedFilesystem(holding: "/tmp"),
+                          "/tmp is on \(filesystemType(holding: "/tmp") ?? "unknown"), not a disk filesystem")
         try XCTSkipUnless(FileBackend.kernelReportsCachedPages, "this kernel has no cachestat(2) (Linux 6.5)")
         harness = try TargetHarness(sizeMiB: 16)
     }

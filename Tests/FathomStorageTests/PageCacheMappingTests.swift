@@ -16,9 +16,8 @@ final class PageCacheMappingTests: XCTestCase {
 
     override func setUpWithError() throws {
         directory = NSTemporaryDirectory()
-        let type = filesystemType(holding: directory) ?? "unknown"
-        try XCTSkipUnless(["ext4", "xfs", "btrfs", "f2fs"].contains(type),
-                          "\(directory) is on \(type), not a disk filesystem whose page cache is mapped")
+        try XCTSkipUnless(isPageCacheMappedFilesystem(holding: directory),
+                          "\(directory) is on \(filesystemType(holding: directory) ?? "unknown"), not a disk filesystem whose page cache is mapped")
         try XCTSkipUnless(FileBackend.kernelReportsCachedPages, "this kernel has no cachestat(2) (Linux 6.5)")
     }
 

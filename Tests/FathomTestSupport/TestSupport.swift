@@ -17,6 +17,12 @@ public func filesystemType(holding path: String) -> String? {
     return best?[2]
 }
 
+/// The filesystem holding `path` is one whose page cache fathomd maps for cached reads (the
+/// disk filesystems of `FileBackend`'s list, named as /proc/mounts names them).
+public func isPageCacheMappedFilesystem(holding path: String) -> Bool {
+    ["ext4", "xfs", "btrfs", "f2fs"].contains(filesystemType(holding: path) ?? "")
+}
+
 /// Deterministic test data (xorshift), the same for every test target.
 public func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
     var x = seed &* 0x9E37_79B9_7F4A_7C15 | 1
