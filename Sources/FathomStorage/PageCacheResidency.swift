@@ -19,7 +19,7 @@ import Glibc
 /// chunk, off the reactors: once a second a scanner thread asks `cachestat(2)` (Linux 6.5)
 /// how much of each mapped file is cached — one call for a file that is cached whole (0.9 ms
 /// per GiB here), else per 64 MiB region, and per chunk of a region readable only in part
-/// (holes count as readable: see `isReadableFromMemory`), at most `scanBudget` system calls a
+/// (holes count as readable: see `readability`), at most `scanBudget` system calls a
 /// second over all files — and a Read checks one bit per chunk it spans.
 ///
 /// What is left: a page evicted since the last scan (memory pressure, or another process's
@@ -135,53 +135,58 @@ final class PageCacheResidency: @unchecked Sendable {
         }
     }
 
-    /// The bits of one 64 MiB region: one check when it is readable whole, else one per chunk.
+    /// The bits of one 64 MiB region: one check when it is readable whole or cold whole, else
+    /// one per chunk.
     private func scanWord(_ w: Int, budget: inout Int) -> UInt64 {
         let start = w << (Self.chunkShift + 6)
         let end = min(length, start + (1 << (Self.chunkShift + 6)))
-        if isReadableFromMemory(start, end, budget: &budget) { return fullMask(w) }
-        budget -= 3
-        if cachedPages(start, end - start) == 0, lseek(fd, off_t(start), SEEK_DATA) == off_t(start),
-           lseek(fd, off_t(start), SEEK_HOLE) >= off_t(end) {
-            return 0  // a cold region with no holes: no chunk of it is readable
+        switch readability(start, end, budget: &budget) {
+        case .all: return fullMask(w)
+        case .none: return 0
+        case .some: break
         }
         var bits: UInt64 = 0
         var chunkStart = start
         var bit: UInt64 = 1
         while chunkStart < end {
             let chunkEnd = min(end, chunkStart + (1 << Self.chunkShift))
-            if isReadableFromMemory(chunkStart, chunkEnd, budget: &budget) { bits |= bit }
+            if readability(chunkStart, chunkEnd, budget: &budget) == .all { bits |= bit }
             chunkStart = chunkEnd
             bit <<= 1
         }
         return bits
     }
 
-    /// Every page of [start, end) reads without the disk: it is cached, or it is in a hole,
-    /// which reads as zeros that the filesystem fills in itself (a dataset image built by
-    /// mkfs has holes nobody ever reads into the cache). One `cachestat` when the range is
-    /// cached whole; else its data segments (SEEK_DATA / SEEK_HOLE) are asked one by one,
-    /// until one is not cached. False once `budget` runs out (that range copies until the next
-    /// pass).
-    private func isReadableFromMemory(_ start: Int, _ end: Int, budget: inout Int) -> Bool {
-        guard end <= fileSize else { return false }  // shrunk: past its end a page is SIGBUS
+    /// `all`: every page of a range reads without the disk; `none`: no page of it is cached and
+    /// it has no hole (a cold range: nothing smaller in it need be asked); `some`: anything else.
+    private enum Readability { case all, none, some }
+
+    /// Whether the pages of [start, end) read without the disk: cached, or in a hole, which reads
+    /// as zeros that the filesystem fills in itself (a dataset image built by mkfs has holes
+    /// nobody ever reads into the cache). One `cachestat` when the range is cached whole; else
+    /// its data segments (SEEK_DATA / SEEK_HOLE) are asked one by one, until one is not cached.
+    /// `some` once `budget` runs out (that range copies until the next pass).
+    private func readability(_ start: Int, _ end: Int, budget: inout Int) -> Readability {
+        guard end <= fileSize else { return .some }  // shrunk: past its end a page is SIGBUS
         budget -= 1
-        if cachedPages(start, end - start) >= pages(end - start) { return true }
+        let cached = cachedPages(start, end - start)
+        if cached >= pages(end - start) { return .all }
         var at = start
         while at < end {
-            guard budget > 0 else { return false }
+            guard budget > 0 else { return .some }
             budget -= 3
             let data = lseek(fd, off_t(at), SEEK_DATA)
-            if data < 0 { return errno == ENXIO }  // holes from here to the end of the file
-            if data >= off_t(end) { return true }
+            if data < 0 { return errno == ENXIO ? .all : .some }  // ENXIO: holes to the end of the file
+            if data >= off_t(end) { return .all }
             let hole = lseek(fd, data, SEEK_HOLE)
-            guard hole > data else { return false }
+            guard hole > data else { return .some }
+            if cached == 0 && data == off_t(start) && hole >= off_t(end) { return .none }
             let first = Int(data) & ~(Self.pageSize - 1)
             let last = min(Int(hole), end)
-            if cachedPages(first, last - first) < pages(last - first) { return false }
+            if cachedPages(first, last - first) < pages(last - first) { return .some }
             at = last
         }
-        return true
+        return .all
     }
 
     private func fullMask(_ w: Int) -> UInt64 {
