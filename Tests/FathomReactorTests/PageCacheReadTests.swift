@@ -36,6 +36,18 @@ final class PageCacheReadTests: XCTestCase {
         (harness.target.subsystem(TargetHarness.nqn)?.namespace(1)?.backend as? StorageNamespace)?.store as? FileBackend
     }
 
+    /// Polls until the scanner counts the whole image cached, reading it back into the cache
+    /// before each look (this VM evicts pages of files now and then on its own).
+    private func seesImageCached() -> Bool {
+        eventually {
+            let fd = open(self.image, O_RDONLY)
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            for offset in stride(from: 0, to: 16 << 20, by: 1 << 20) { _ = pread(fd, &buffer, buffer.count, off_t(offset)) }
+            Glibc.close(fd)
+            return self.fileBackend?.cachedChunks?.cached == 16
+        }
+    }
+
     /// Writes `data` into the image from outside the daemon (into the page cache).
     private func writeImage(_ data: [UInt8], at offset: Int) {
         let fd = open(image, O_WRONLY)
@@ -46,7 +58,7 @@ final class PageCacheReadTests: XCTestCase {
     func testCachedImageIsReadFromItsMapping() throws {
         let outside = pattern(16 << 20, seed: 21)
         writeImage(outside, at: 0)
-        XCTAssertTrue(eventually { self.fileBackend?.cachedChunks?.cached == 16 }, "the scanner saw the image cached")
+        XCTAssertTrue(seesImageCached(), "the scanner saw the image cached")
         XCTAssertEqual(harness.server.dataPath(subsystem: TargetHarness.nqn, nsid: 1),
                        "buffered, cached reads from the mapping (16 of 16 MiB cached or holes, 0 reads)")
 
@@ -55,6 +67,7 @@ final class PageCacheReadTests: XCTestCase {
             defer { try? c.shutdown() }
             for (n, blocks) in [1, 7, 8, 128, 256, 1024].enumerated() {
                 let lba = 2048 + n * 2053  // across 1 MiB chunk boundaries too
+                XCTAssertTrue(seesImageCached())
                 let before = fileBackend?.readsFromMapping ?? 0
                 XCTAssertEqual(try c.read(queue: n % 2, lba: UInt64(lba), blocks: blocks),
                                Array(outside[lba * 512..<(lba + blocks) * 512]), "lba \(lba) digest \(digest)")
@@ -63,6 +76,7 @@ final class PageCacheReadTests: XCTestCase {
             // A host's write goes through the ring into the same cached pages the mapping reads.
             let mine = pattern(64 * 1024, seed: digest ? 23 : 22)
             try c.write(lba: 100, data: mine)
+            XCTAssertTrue(seesImageCached())
             let before = fileBackend?.readsFromMapping ?? 0
             XCTAssertEqual(try c.read(queue: 1, lba: 100, blocks: 128), mine)
             XCTAssertGreaterThan(fileBackend?.readsFromMapping ?? 0, before)
@@ -95,7 +109,7 @@ final class PageCacheReadTests: XCTestCase {
         let sync = open(image, O_RDONLY)
         XCTAssertEqual(fsync(sync), 0)
         Glibc.close(sync)
-        XCTAssertTrue(eventually { self.fileBackend?.cachedChunks?.cached == 16 })
+        XCTAssertTrue(seesImageCached())
         let hosts = try (0..<3).map { k in try harness.controller(queues: 2, headerDigest: k == 2, dataDigest: k == 2) }
         defer { for c in hosts { try? c.shutdown() } }
         let mappedBefore = fileBackend?.readsFromMapping ?? 0
@@ -157,7 +171,7 @@ final class PageCacheReadTests: XCTestCase {
     func testImageTruncatedUnderReadingHostsIsNoCrash() throws {
         let outside = pattern(16 << 20, seed: 31)
         writeImage(outside, at: 0)
-        XCTAssertTrue(eventually { self.fileBackend?.cachedChunks?.cached == 16 })
+        XCTAssertTrue(seesImageCached())
         let plain = try harness.controller(queues: 1)
         let digested = try harness.controller(queues: 1, headerDigest: true, dataDigest: true)
         defer { try? plain.shutdown(); try? digested.shutdown() }
@@ -174,7 +188,7 @@ final class PageCacheReadTests: XCTestCase {
         // The first read past the end faulted, unless the scanner (once a second) saw the
         // file shrink between the truncation and that read.
         if fileBackend?.readsInPlace == true {
-            XCTAssertEqual(fileBackend?.cachedChunks?.cached, 1, "the scanner came first")
+            XCTAssertLessThanOrEqual(fileBackend?.cachedChunks?.cached ?? 16, 1, "the scanner came first")
         } else {
             XCTAssertEqual(harness.server.dataPath(subsystem: TargetHarness.nqn, nsid: 1), "buffered")
         }
