@@ -7,7 +7,8 @@
 #   scripts/benchmark-ab.sh OLD_FATHOMD NEW_FATHOMD [ROUNDS] [-- fathom-perf run args...]
 #
 # Defaults: 5 rounds of 3 s, 4 KiB random read QD32 on a memory namespace (nsid 2; nsid 1 is
-# null, 3 a page-cached file, 4 the same file with O_DIRECT, 5 a copy of it on /dev/shm).
+# null, 3 a page-cached file, 4 the same file with O_DIRECT, 5 a copy of it on /dev/shm, 6 a
+# clone namespace of the file, whose host — fathom-perf's host NQN — has written nothing yet).
 # Prints each round and the medians with the ratio B/A.
 # A_ARGS / B_ARGS: extra fathomd options for one side (e.g. B_ARGS="--send-zc always").
 # Needs fathom-perf built (swift build -c release --product fathom-perf).
@@ -31,7 +32,7 @@ cp "$WORK/file.img" "$SHM"
 # Out of the page cache: O_DIRECT reads (nsid 4) of cached ranges would first have to
 # invalidate them, which io_uring hands to its worker threads. The buffered namespace (nsid 3)
 # is measured on a warm cache instead, as the benchmark's buffered rows are.
-if [[ " ${ARGS[*]} " == *" --nsid 3 "* ]]; then
+if [[ " ${ARGS[*]} " == *" --nsid 3 "* || " ${ARGS[*]} " == *" --nsid 6 "* ]]; then
     cat "$WORK/file.img" > /dev/null
 else
     python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$WORK/file.img"
@@ -45,7 +46,8 @@ for side in a b; do
    {"nsid": 2, "device": {"backend": "memory", "size": "1G"}},
    {"nsid": 3, "device": {"path": "$WORK/file.img"}},
    {"nsid": 4, "device": {"path": "$WORK/file.img", "direct_io": "1", "uuid": "7d0c6f0e-1c1a-4b4e-8a55-0c3f6a1e2d46", "nguid": "9e41d2b7a3c84f0b9d6e1a2b3c4d5e70"}},
-   {"nsid": 5, "device": {"path": "$SHM"}}]}]}
+   {"nsid": 5, "device": {"path": "$SHM"}},
+   {"nsid": 6, "device": {"backend": "clone", "path": "$WORK/file.img", "overlay_dir": "$WORK/$side-overlays", "uuid": "2b8e5f1a-6c3d-4e7f-9a0b-1c2d3e4f5a6b", "nguid": "4f6a8c0e2b4d6f8091a3c5e7f9b1d3e5"}}]}]}
 JSON
 done
 taskset -c 0 "$OLD" --config "$WORK/a.json" --reactors 1 --log-level warning --state-dir "$WORK/sa" --control-socket "$WORK/a.sock" ${A_ARGS:-} & PIDS+=($!)

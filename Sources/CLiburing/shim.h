@@ -84,8 +84,14 @@ static inline int fathom_pin_current_thread(int cpu) {
     return (int)syscall(SYS_sched_setaffinity, 0, sizeof(mask), mask);
 }
 
+/* Names the calling thread as ps -L / top -H show it (prctl is variadic, which Swift cannot
+   call; pthread_setname_np needs _GNU_SOURCE). Names are cut at 15 bytes. */
+static inline int fathom_name_current_thread(const char *name) {
+    return (int)syscall(SYS_prctl, 15 /* PR_SET_NAME */, (unsigned long)name, 0UL, 0UL, 0UL);
+}
+
 /* fallocate(2) (glibc declares it only with _GNU_SOURCE): for the clone overlay, whose
-   copy-on-write work runs inline rather than on the ring. */
+   copy-on-write work runs on storage worker threads rather than on the ring. */
 static inline int fathom_fallocate(int fd, int mode, long long offset, long long length) {
     return (int)syscall(SYS_fallocate, fd, mode, offset, length);
 }

@@ -184,7 +184,8 @@ extension FathomServer {
                     guard let directory = ns.overlayDirectory ?? stateDirectory.map({ "\($0)/clones/\(nguid)" }) else {
                         throw ServerError(message: "clone overlays need device.overlay_dir or a writable --state-dir")
                     }
-                    let base = try CloneBase(path: ns.path, blockSize: ns.blockSize, identity: nguid)
+                    let base = try CloneBase(path: ns.path, blockSize: ns.blockSize, identity: nguid,
+                                             mapsTmpfsFiles: tmpfsIO == .mapped, mapsPageCache: pageCacheReads == .mapped)
                     storage = StorageNamespace(clones: try CloneSet(base: base, directory: directory, nsid: ns.nsid))
                     label = "clone:\(ns.path) overlays in \(directory)"
                 }
@@ -196,7 +197,7 @@ extension FathomServer {
         var metadata: Logger.Metadata = [
             "subsystem": "\(subsystem)", "nsid": "\(ns.nsid)", "backend": "\(label)",
             "blocks": "\(backend.blockCount)", "block_size": "\(1 << backend.blockSizeShift)", "readonly": "\(ns.readOnly)"]
-        if let io = Self.dataPath(backend) { metadata["io"] = "\(io)" }
+        if let io = Self.dataPath(storage) { metadata["io"] = "\(io)" }
         logger.info("namespace ready", metadata: metadata)
         let state = reservations ?? ReservationState(
             persistencePath: stateDirectory.map { "\($0)/reservations-\(UUIDText.format(ns.nguid, dashes: false))" })
@@ -212,6 +213,11 @@ extension FathomServer {
     /// given up after the file shrank under it), "buffered, cached reads from the mapping (C of
     /// N MiB cached or holes, R reads)" (a file on a disk filesystem; C as of the last residency
     /// scan, R the Reads sent from the mapping so far).
+    static func dataPath(_ storage: StorageNamespace) -> String? {
+        guard let clones = storage.clones else { return dataPath(storage.store) }
+        return dataPath(clones.base.file).map { "clone, base \($0)" }
+    }
+
     static func dataPath(_ backend: BlockBackend) -> String? {
         guard let file = backend as? FileBackend else { return nil }
         if !file.completesInline {
@@ -225,7 +231,7 @@ extension FathomServer {
 
     /// `dataPath` of namespace `nsid` of `subsystem` as it runs now.
     public func dataPath(subsystem: String, nsid: UInt32) -> String? {
-        (target.subsystem(subsystem)?.namespace(nsid)?.backend as? StorageNamespace).flatMap { Self.dataPath($0.store) }
+        (target.subsystem(subsystem)?.namespace(nsid)?.backend as? StorageNamespace).flatMap { Self.dataPath($0) }
     }
 
     /// The clones of a clone namespace (fathomctl clone list/reset/delete).

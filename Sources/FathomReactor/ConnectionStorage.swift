@@ -45,8 +45,20 @@ extension Connection {
                 return prepared!
             })
         }
-        if let result { return stepFinished(i, result) }
+        if let result {
+            if result == StorageOperation.runsOnWorker { return runOnWorker(i, operation) }
+            return stepFinished(i, result)
+        }
         if let sqe = prepared { useFixedBuffer(i, sqe) }
+    }
+
+    /// Hands an operation that may block to a storage worker; its result arrives like a
+    /// ring completion (`storageCompleted`), so closing and teardown wait for it the same way.
+    private func runOnWorker(_ i: Int, _ operation: StorageOperation) {
+        inflight += 1
+        let backend = withBackend(i) { $0 }
+        StorageWorkers.shared.submit(.init(backend: backend, operation: operation, reactor: reactor,
+                                           userData: userData(.storage, slot: i)))
     }
 
     /// A backend's READ or WRITE of one of the slot's pool buffers becomes READ_FIXED /

@@ -13,9 +13,17 @@ public enum StorageOperation {
     case deallocate(offset: UInt64, length: UInt64)
 }
 
+extension StorageOperation {
+    /// What `prepare` returns for an operation that may block and is not one ring operation
+    /// (a clone's copy-up chain, an `fdatasync` of two files): the engine then calls `perform`
+    /// with it on a storage worker thread, never on a reactor, and takes its result as the
+    /// operation's completion.
+    public static let runsOnWorker: Int32 = .min
+}
+
 /// The storage behind a namespace. A backend either prepares an io_uring SQE (the reactor
-/// submits it with its socket I/O in one batch) or, for backends with nothing to wait on,
-/// completes the operation inline.
+/// submits it with its socket I/O in one batch), or, for backends with nothing to wait on,
+/// completes the operation inline, or asks for a storage worker (`runsOnWorker`).
 public protocol BlockBackend: AnyObject {
     var blockCount: UInt64 { get }
     var blockSizeShift: UInt8 { get }
@@ -28,8 +36,11 @@ public protocol BlockBackend: AnyObject {
     var preferredWriteBlocks: UInt16 { get }
     /// Prepares `operation` on an SQE obtained from `sqe` (the completion arrives on the
     /// ring), or performs it inline without taking one and returns the result (bytes or
-    /// -errno).
+    /// -errno), or returns `StorageOperation.runsOnWorker`.
     func prepare(_ operation: StorageOperation, sqe: () -> UnsafeMutablePointer<io_uring_sqe>) -> Int32?
+    /// Runs an operation that `prepare` sent to a worker, to the end (bytes or -errno). May
+    /// block; called on a storage worker thread, possibly several at once for one backend.
+    func perform(_ operation: StorageOperation) -> Int32
     /// Memory already holding the `length` bytes at `offset`, for backends whose blocks live
     /// in this process (memory, null); nil for the others. The engine sends a Read's data
     /// straight from it instead of copying it into a command buffer first (SPDK's malloc bdev
@@ -42,6 +53,8 @@ public protocol BlockBackend: AnyObject {
 
 extension BlockBackend {
     public func readInPlace(offset: UInt64, length: Int) -> UnsafeMutableRawPointer? { nil }
+    /// Backends that never answer `runsOnWorker` are never asked.
+    public func perform(_ operation: StorageOperation) -> Int32 { -ENOTSUP }
 }
 
 /// Why a backend could not be opened, worded for the operator.

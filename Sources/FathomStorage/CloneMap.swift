@@ -17,12 +17,22 @@ import Glibc
 ///
 /// File layout: a 4096-byte text header (magic, chunk size, capacity, base identity, host),
 /// then the bitmap, bit i of byte i/8 for chunk i.
+///
+/// Bits are atomic words: reactors read them without a lock to route a Read (or a Write to
+/// chunks already copied) straight to the ring, while the clone's writer (a storage worker,
+/// holding the clone's lock) sets and clears them. Everything else here — the dirty page set,
+/// `persist`, `clearAll` — belongs to the writer and is called with that lock held.
 final class CloneMap {
     static let headerSize = 4096
     static let magic = "fathom-clone-map 1"
     let chunkShift: Int
     let chunkCount: Int
-    private var bits: [UInt8]
+    /// Bit `c % 64` of word `c / 64` for chunk `c`; on a little-endian machine the words'
+    /// bytes are the file's bitmap bytes, in order.
+    private let words: UnsafeMutablePointer<Atomic<UInt64>>
+    private let wordCount: Int
+    /// Bytes of bitmap in the file.
+    private let mapBytes: Int
     /// Map file pages (4096 bytes of bitmap each) changed since the last persist.
     private var dirtyPages = Set<Int>()
     private let fd: Int32
@@ -33,72 +43,103 @@ final class CloneMap {
     /// Opens the map at `path`, creating it for a new clone. An existing map must describe
     /// the same base (identity and capacity) and chunk size.
     init(path: String, capacity: UInt64, chunkShift: Int, baseIdentity: String, host: String) throws {
-        self.path = path
-        self.chunkShift = chunkShift
-        chunkCount = Int((capacity + UInt64(1 << chunkShift) - 1) >> UInt64(chunkShift))
+        let chunkCount = Int((capacity + UInt64(1 << chunkShift) - 1) >> UInt64(chunkShift))
         let header = "\(Self.magic)\nchunk \(1 << chunkShift)\ncapacity \(capacity)\nbase \(baseIdentity)\nhost \(host)\n"
         let mapBytes = (chunkCount + 7) / 8
+        let wordCount = (mapBytes + 7) / 8
+        // Every step that can fail runs before a stored property is set: an initializer that
+        // throws once the object is whole runs `deinit`, which would close `fd` a second time.
+        let (fd, bitmap) = try Self.open(path: path, header: header, mapBytes: mapBytes, paddedTo: wordCount * 8)
+        self.path = path
+        self.chunkShift = chunkShift
+        self.chunkCount = chunkCount
+        self.mapBytes = mapBytes
+        self.wordCount = wordCount
+        self.fd = fd
+        words = .allocate(capacity: wordCount)
+        bitmap.withUnsafeBytes { raw in
+            for i in 0..<wordCount {
+                (words + i).initialize(to: Atomic(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))))
+            }
+        }
+    }
+
+    /// Opens the map file (creating it with `header` and an empty bitmap if there is none) and
+    /// returns its descriptor and bitmap, zero-padded to `paddedTo` bytes.
+    private static func open(path: String, header: String, mapBytes: Int, paddedTo padded: Int) throws -> (Int32, [UInt8]) {
         var created = false
-        var fd = open(path, O_RDWR | O_CLOEXEC)
+        var fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
         if fd < 0 && errno == ENOENT {
-            fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            fd = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
             created = true
         }
         guard fd >= 0 else { throw StorageError(path: path, errno: errno, action: "cannot open the clone map") }
-        self.fd = fd
-        bits = [UInt8](repeating: 0, count: mapBytes)
+        var bitmap = [UInt8](repeating: 0, count: padded)
         if created {
             var page = [UInt8](header.utf8)
-            page += [UInt8](repeating: 0, count: Self.headerSize - page.count)
-            guard pwrite(fd, page, page.count, 0) == page.count, ftruncate(fd, off_t(Self.headerSize + mapBytes)) == 0,
+            page += [UInt8](repeating: 0, count: headerSize - page.count)
+            guard pwrite(fd, page, page.count, 0) == page.count, ftruncate(fd, off_t(headerSize + mapBytes)) == 0,
                   fsync(fd) == 0 else {
                 let e = errno
                 Glibc.close(fd)
                 unlink(path)
                 throw StorageError(path: path, errno: e, action: "cannot create the clone map")
             }
-        } else {
-            var page = [UInt8](repeating: 0, count: Self.headerSize)
-            let n = pread(fd, &page, page.count, 0)
-            let existing = String(decoding: page.prefix(max(0, n)).prefix { $0 != 0 }, as: UTF8.self)
-            guard existing == header else {
-                Glibc.close(fd)
-                throw StorageError(path: path, errno: EINVAL,
-                                   action: "the clone map does not match its base (the base image, its size or the host changed; reset the clone):")
-            }
-            let got = bits.withUnsafeMutableBytes { pread(fd, $0.baseAddress, mapBytes, off_t(Self.headerSize)) }
-            guard got == mapBytes else {
-                Glibc.close(fd)
-                throw StorageError(path: path, errno: EIO, action: "the clone map is truncated:")
-            }
+            return (fd, bitmap)
         }
+        var page = [UInt8](repeating: 0, count: headerSize)
+        let n = pread(fd, &page, page.count, 0)
+        let existing = String(decoding: page.prefix(max(0, n)).prefix { $0 != 0 }, as: UTF8.self)
+        guard existing == header else {
+            Glibc.close(fd)
+            throw StorageError(path: path, errno: EINVAL,
+                               action: "the clone map does not match its base (the base image, its size or the host changed; reset the clone):")
+        }
+        let got = bitmap.withUnsafeMutableBytes { pread(fd, $0.baseAddress, mapBytes, off_t(headerSize)) }
+        guard got == mapBytes else {
+            Glibc.close(fd)
+            throw StorageError(path: path, errno: EIO, action: "the clone map is truncated:")
+        }
+        return (fd, bitmap)
     }
 
-    deinit { Glibc.close(fd) }
+    deinit {
+        Glibc.close(fd)
+        words.deinitialize(count: wordCount)
+        words.deallocate()
+    }
 
+    /// The chunk holds the host's data. Acquiring: a reader that sees the bit also sees the
+    /// overlay write that preceded it.
     @inline(__always)
-    func isSet(_ chunk: Int) -> Bool { bits[chunk >> 3] & (1 << UInt8(chunk & 7)) != 0 }
+    func isSet(_ chunk: Int) -> Bool { words[chunk >> 6].load(ordering: .acquiring) & (1 << UInt64(chunk & 63)) != 0 }
 
+    /// Sets or clears a chunk's bit (the writer only, after the chunk's data is in the overlay).
     func set(_ chunk: Int, _ on: Bool) {
-        let mask = UInt8(1) << UInt8(chunk & 7)
-        let old = bits[chunk >> 3]
-        let new = on ? old | mask : old & ~mask
-        guard new != old else { return }
-        bits[chunk >> 3] = new
+        let mask = UInt64(1) << UInt64(chunk & 63)
+        let old = on ? words[chunk >> 6].bitwiseOr(mask, ordering: .releasing).oldValue
+                     : words[chunk >> 6].bitwiseAnd(~mask, ordering: .releasing).oldValue
+        guard (old & mask != 0) != on else { return }
         dirtyPages.insert((chunk >> 3) / 4096)
     }
 
     /// Chunks holding host data.
-    var allocatedChunks: Int { bits.reduce(0) { $0 + $1.nonzeroBitCount } }
+    var allocatedChunks: Int { (0..<wordCount).reduce(0) { $0 + words[$1].load(ordering: .relaxed).nonzeroBitCount } }
 
     var isDirty: Bool { !dirtyPages.isEmpty }
 
     /// Writes the changed pages and syncs the map (the overlay must be synced first).
     func persist() -> Int32 {
-        for page in dirtyPages.sorted() {
-            let start = page * 4096
-            let count = min(4096, bits.count - start)
-            let n = bits.withUnsafeBytes { pwrite(fd, $0.baseAddress! + start, count, off_t(Self.headerSize + start)) }
+        var page = [UInt8](repeating: 0, count: 4096)
+        for p in dirtyPages.sorted() {
+            let start = p * 4096
+            let count = min(4096, mapBytes - start)
+            page.withUnsafeMutableBytes { raw in
+                for w in 0..<((count + 7) / 8) {
+                    raw.storeBytes(of: words[start / 8 + w].load(ordering: .relaxed).littleEndian, toByteOffset: w * 8, as: UInt64.self)
+                }
+            }
+            let n = pwrite(fd, page, count, off_t(Self.headerSize + start))
             guard n == count else { return n < 0 ? -errno : -EIO }
         }
         guard fdatasync(fd) == 0 else { return -errno }
@@ -108,9 +149,8 @@ final class CloneMap {
 
     /// Clears every bit and persists (a reset clone reads as its base again).
     func clearAll() -> Int32 {
-        for i in bits.indices where bits[i] != 0 {
-            bits[i] = 0
-            dirtyPages.insert(i / 4096)
+        for i in 0..<wordCount where words[i].exchange(0, ordering: .releasing) != 0 {
+            dirtyPages.insert(i * 8 / 4096)
         }
         return persist()
     }

@@ -36,13 +36,21 @@ final class CloneNamespaceTests: XCTestCase {
         XCTAssertTrue(try a.read(lba: 9, blocks: 8) == mineA)
         XCTAssertTrue(try b.read(lba: 9, blocks: 8) == mineB)
         XCTAssertTrue(try a.read(lba: 0, blocks: 9) == Array(baseBytes[0..<(9 * 512)]), "the rest of the chunk is the base")
+        // One Read across chunk 0 (A's overlay) and chunk 1 (the base): the engine reads it in
+        // two ring operations, one per source.
+        var across = Array(baseBytes[(120 * 512)..<(136 * 512)])
+        XCTAssertTrue(try a.read(lba: 120, blocks: 16) == across, "overlay chunk 0, base chunk 1")
+        try a.write(lba: 127, data: mineA)  // the last block of chunk 0 and 7 of chunk 1 (copied up)
+        across.replaceSubrange((7 * 512)..<(15 * 512), with: mineA)
+        XCTAssertTrue(try a.read(lba: 120, blocks: 16) == across)
+        XCTAssertTrue(try a.read(lba: 135, blocks: 121) == Array(baseBytes[(135 * 512)..<(256 * 512)]), "rest of chunk 1: the base")
         XCTAssertTrue([UInt8](try Data(contentsOf: URL(fileURLWithPath: basePath))) == baseBytes, "the base never changes")
         let id = try a.identify(cns: 0, nsid: 1)
         XCTAssertEqual(id[99] & 0x1, 0, "NSATTR: writable")
         XCTAssertEqual(id[33] & 0x7, 0, "DLFEAT: deallocated blocks read the base, not zeros")
 
         let list = try h.send("clone.list").clones ?? []
-        XCTAssertEqual(list.first { $0.host == ControlHarness.hostA }?.writtenBytes, UInt64(chunk))
+        XCTAssertEqual(list.first { $0.host == ControlHarness.hostA }?.writtenBytes, UInt64(2 * chunk))
         XCTAssertTrue(list.allSatisfy(\.connected))
         let busy = try h.send("clone.reset") { $0.subsystem = nqn; $0.nsid = 1; $0.host = ControlHarness.hostA }
         XCTAssertFalse(busy.ok)

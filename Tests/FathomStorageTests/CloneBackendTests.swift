@@ -21,9 +21,7 @@ final class CloneBackendTests: XCTestCase {
 
     private func expectedBase(_ offset: Int, _ count: Int) -> [UInt8] { (offset..<(offset + count)).map { UInt8($0 % 251) } }
 
-    private func run(_ b: BlockBackend, _ op: StorageOperation) -> Int32 {
-        b.prepare(op, sqe: { fatalError("clone operations complete inline") })!
-    }
+    private func run(_ b: BlockBackend, _ op: StorageOperation) -> Int32 { runOnce(b, op) }
 
     private func read(_ b: BlockBackend, _ offset: Int, _ count: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0xEE, count: count)
@@ -49,6 +47,44 @@ final class CloneBackendTests: XCTestCase {
         XCTAssertEqual(c.writtenBytes, UInt64(chunk))
         // The base file itself is untouched.
         XCTAssertEqual([UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/base.img"))), expectedBase(0, 4 * chunk))
+    }
+
+    /// Where each operation runs. A Read, and a Write to chunks already in the overlay, is one
+    /// ring operation on the right file (a Read cut where its source changes; the engine asks
+    /// again for the rest); a first write to a chunk, FUA, Flush, Write Zeroes and Deallocate go
+    /// to a storage worker. Nothing the reactor calls blocks on a system call.
+    func testReadsAndCopiedChunkWritesUseTheRingTheRestAWorker() throws {
+        let c = try CloneBackend(base: base, host: "h", overlayPath: dir + "/h.overlay")
+        write(c, chunk + 512, [UInt8](repeating: 0xCD, count: 512))  // chunk 1 copied up
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 3 * chunk, alignment: 4096)
+        defer { buffer.deallocate() }
+        var sqe = io_uring_sqe()
+        func prepared(_ op: StorageOperation) -> Int32? { withUnsafeMutablePointer(to: &sqe) { p in c.prepare(op, sqe: { p }) } }
+
+        XCTAssertNil(prepared(.read(buffer: buffer, length: 3 * chunk, offset: 0)))
+        XCTAssertEqual(Int32(sqe.opcode), Int32(IORING_OP_READ.rawValue))
+        XCTAssertEqual(sqe.fd, base.fd, "chunk 0 comes from the base")
+        XCTAssertEqual(sqe.len, UInt32(chunk), "cut where chunk 1 (the overlay) starts")
+        XCTAssertNil(prepared(.read(buffer: buffer, length: 2 * chunk, offset: UInt64(chunk + 512))))
+        XCTAssertNotEqual(sqe.fd, base.fd, "chunk 1 comes from the overlay")
+        XCTAssertEqual(sqe.len, UInt32(chunk - 512), "to the end of chunk 1")
+        XCTAssertNil(prepared(.read(buffer: buffer, length: 2 * chunk, offset: UInt64(2 * chunk))))
+        XCTAssertEqual(sqe.fd, base.fd)
+        XCTAssertEqual(sqe.len, UInt32(2 * chunk), "chunks 2 and 3: one run of the base")
+
+        XCTAssertNil(prepared(.write(buffer: buffer, length: 4096, offset: UInt64(chunk), forceUnitAccess: false)))
+        XCTAssertEqual(Int32(sqe.opcode), Int32(IORING_OP_WRITE.rawValue), "chunk 1 is copied: a plain write to the overlay")
+        XCTAssertNotEqual(sqe.fd, base.fd)
+        for op in [StorageOperation.write(buffer: buffer, length: 4096, offset: UInt64(chunk - 2048), forceUnitAccess: false),
+                   .write(buffer: buffer, length: 4096, offset: UInt64(chunk), forceUnitAccess: true),
+                   .flush, .writeZeroes(offset: UInt64(chunk), length: 512, deallocate: false),
+                   .deallocate(offset: 0, length: UInt64(chunk))] {
+            XCTAssertEqual(prepared(op), StorageOperation.runsOnWorker, "\(op)")
+        }
+        // Run through the engine's path, the cut read is whole.
+        var want = expectedBase(0, 3 * chunk)
+        want.replaceSubrange((chunk + 512)..<(chunk + 1024), with: [UInt8](repeating: 0xCD, count: 512))
+        XCTAssertEqual(read(c, 0, 3 * chunk), want)
     }
 
     func testHostsSeeOnlyTheirOwnWrites() throws {

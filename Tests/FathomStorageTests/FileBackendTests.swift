@@ -17,19 +17,6 @@ final class FileBackendTests: XCTestCase {
 
     override func tearDown() { unlink(path) }
 
-    private func run(_ backend: FileBackend, _ op: StorageOperation) -> Int32 {
-        var ring = io_uring()
-        XCTAssertEqual(io_uring_queue_init(8, &ring, 0), 0)
-        defer { io_uring_queue_exit(&ring) }
-        if let inline = backend.prepare(op, sqe: { io_uring_get_sqe(&ring)! }) { return inline }
-        io_uring_submit(&ring)
-        var cqe: UnsafeMutablePointer<io_uring_cqe>? = nil
-        XCTAssertEqual(io_uring_wait_cqe(&ring, &cqe), 0)
-        let res = cqe!.pointee.res
-        io_uring_cqe_seen(&ring, cqe)
-        return res
-    }
-
     func testGeometryAndSparseAllocation() throws {
         let b = try FileBackend(path: path, readOnly: false)
         defer { b.close() }
@@ -48,11 +35,11 @@ final class FileBackendTests: XCTestCase {
         let buf = UnsafeMutableRawPointer.allocate(byteCount: 8192, alignment: 4096)
         defer { buf.deallocate() }
         for i in 0..<8192 { buf.storeBytes(of: UInt8(truncatingIfNeeded: i * 7), toByteOffset: i, as: UInt8.self) }
-        XCTAssertEqual(run(b, .write(buffer: buf, length: 8192, offset: 4096, forceUnitAccess: true)), 8192)
-        XCTAssertEqual(run(b, .flush), 0)
+        XCTAssertEqual(runOnce(b, .write(buffer: buf, length: 8192, offset: 4096, forceUnitAccess: true)), 8192)
+        XCTAssertEqual(runOnce(b, .flush), 0)
         let back = UnsafeMutableRawPointer.allocate(byteCount: 8192, alignment: 4096)
         defer { back.deallocate() }
-        XCTAssertEqual(run(b, .read(buffer: back, length: 8192, offset: 4096)), 8192)
+        XCTAssertEqual(runOnce(b, .read(buffer: back, length: 8192, offset: 4096)), 8192)
         XCTAssertEqual(memcmp(buf, back, 8192), 0)
         XCTAssertGreaterThanOrEqual(b.allocatedBlocks(), 16)
     }
@@ -91,7 +78,7 @@ final class FileBackendTests: XCTestCase {
         defer { b.close() }
         let buf = UnsafeMutableRawPointer.allocate(byteCount: 512, alignment: 4096)
         defer { buf.deallocate() }
-        XCTAssertEqual(run(b, .write(buffer: buf, length: 512, offset: 0, forceUnitAccess: false)), -EROFS)
+        XCTAssertEqual(runOnce(b, .write(buffer: buf, length: 512, offset: 0, forceUnitAccess: false)), -EROFS)
     }
 
     func testOpenErrorsSayWhatIsWrong() {
