@@ -70,23 +70,15 @@ final class BackendFailureTests: XCTestCase {
 
 /// A backend that fails some ranges with EIO, like SPDK's error bdev or a device-mapper error
 /// target (which this machine's kernel lacks).
-final class FaultyBackend: BlockBackend {
-    let inner: MemoryBackend
+final class FaultyBackend: WrappedMemoryBackend {
     let badReads: Range<UInt64>
     let badWrites: Range<UInt64>
     init(bytes: UInt64, badReads: Range<UInt64>, badWrites: Range<UInt64>) throws {
-        inner = try MemoryBackend(bytes: bytes)
         self.badReads = badReads
         self.badWrites = badWrites
+        try super.init(bytes: bytes)
     }
-    var blockCount: UInt64 { inner.blockCount }
-    var blockSizeShift: UInt8 { inner.blockSizeShift }
-    var isReadOnly: Bool { false }
-    var deallocatedReadsZero: Bool { true }
-    var preferredWriteBlocks: UInt16 { 0 }
-    func allocatedBlocks() -> UInt64 { inner.allocatedBlocks() }
-    func close() {}
-    func prepare(_ operation: StorageOperation, sqe: () -> UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
+    override func prepare(_ operation: StorageOperation, sqe: () -> UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
         switch operation {
         case let .read(_, length, offset) where badReads.overlaps(offset..<(offset + UInt64(length))):
             return -EIO
@@ -101,17 +93,8 @@ final class FaultyBackend: BlockBackend {
 final class BackendErrorTests: XCTestCase {
     func testEIOGivesMediaErrorsAndOtherNamespacesServe() throws {
         let nqn = "nqn.2026-11.io.fathom.test:eio"
-        let config = try TargetConfig.parse(json: Array("""
-        {"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "0", "trtype": "tcp"}, "portid": 1, "subsystems": ["\(nqn)"]}],
-         "subsystems": [{"nqn": "\(nqn)", "attr": {"allow_any_host": "1"}, "namespaces": [
-            {"nsid": 1, "device": {"backend": "memory", "size": "8M"}}, {"nsid": 2, "device": {"backend": "memory", "size": "8M"}}]}]}
-        """.utf8))
-        var logger = Logger(label: "eio-test") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = .critical
-        let server = try FathomServer(config: config, reactorCount: 1, logger: logger) { spec in
-            spec.nsid == 1 ? try FaultyBackend(bytes: 8 << 20, badReads: 100 * 512..<200 * 512, badWrites: 300 * 512..<400 * 512) : nil
-        }
-        try server.start()
+        let server = try startServer(nqn: nqn, nsid1: try FaultyBackend(bytes: 8 << 20, badReads: 100 * 512..<200 * 512,
+                                                                         badWrites: 300 * 512..<400 * 512))
         defer { server.stop() }
         let c = try HostController(host: "127.0.0.1", port: server.boundPorts[0], subsystemNQN: nqn)
         try c.enable()

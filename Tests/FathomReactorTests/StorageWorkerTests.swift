@@ -1,10 +1,8 @@
 import CLiburing
 import CNVMeTypes
 import Dispatch
-import FathomConfig
 import FathomReactor
 import FathomStorage
-import Logging
 import NVMeInitiator
 import NVMeWire
 import XCTest
@@ -14,26 +12,17 @@ import Glibc
 
 /// A memory namespace whose writes and flushes go to a storage worker and wait there until
 /// the test opens the gate: a stand-in for a clone's copy-up or `fdatasync` on a slow disk.
-final class GatedBackend: BlockBackend {
-    let inner: MemoryBackend
+final class GatedBackend: WrappedMemoryBackend {
     let gate = DispatchSemaphore(value: 0)
     /// Signalled as each operation reaches its worker.
     let entered = DispatchSemaphore(value: 0)
-    init(bytes: UInt64) throws { inner = try MemoryBackend(bytes: bytes) }
-    var blockCount: UInt64 { inner.blockCount }
-    var blockSizeShift: UInt8 { inner.blockSizeShift }
-    var isReadOnly: Bool { false }
-    var deallocatedReadsZero: Bool { true }
-    var preferredWriteBlocks: UInt16 { 0 }
-    func allocatedBlocks() -> UInt64 { inner.allocatedBlocks() }
-    func close() {}
-    func prepare(_ operation: StorageOperation, sqe: () -> UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
+    override func prepare(_ operation: StorageOperation, sqe: () -> UnsafeMutablePointer<io_uring_sqe>) -> Int32? {
         switch operation {
         case .write, .flush: return StorageOperation.runsOnWorker
         default: return inner.prepare(operation, sqe: sqe)
         }
     }
-    func perform(_ operation: StorageOperation) -> Int32 {
+    override func perform(_ operation: StorageOperation) -> Int32 {
         entered.signal()
         gate.wait()
         return inner.prepare(operation, sqe: { fatalError("memory completes inline") })!
@@ -50,17 +39,8 @@ final class StorageWorkerTests: XCTestCase {
     var gated: GatedBackend!
 
     override func setUpWithError() throws {
-        let config = try TargetConfig.parse(json: Array("""
-        {"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "0", "trtype": "tcp"}, "portid": 1, "subsystems": ["\(nqn)"]}],
-         "subsystems": [{"nqn": "\(nqn)", "attr": {"allow_any_host": "1"}, "namespaces": [
-            {"nsid": 1, "device": {"backend": "memory", "size": "8M"}}, {"nsid": 2, "device": {"backend": "memory", "size": "8M"}}]}]}
-        """.utf8))
-        var logger = Logger(label: "worker-test") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = .critical
-        let gated = try GatedBackend(bytes: 8 << 20)
-        self.gated = gated
-        server = try FathomServer(config: config, reactorCount: 1, logger: logger) { spec in spec.nsid == 1 ? gated : nil }
-        try server.start()
+        gated = try GatedBackend(bytes: 8 << 20)
+        server = try startServer(nqn: nqn, nsid1: gated)
     }
 
     override func tearDown() {
