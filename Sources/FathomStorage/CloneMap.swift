@@ -16,7 +16,8 @@ import Glibc
 /// the overlay's blocks are freed, so a crash never shows a freed hole as the host's data.
 ///
 /// File layout: a 4096-byte text header (magic, chunk size, capacity, base identity, host),
-/// then the bitmap, bit i of byte i/8 for chunk i.
+/// then the bitmap, bit i of byte i/8 for chunk i. The header of a new map reaches the disk
+/// with its first bits (see `open`).
 ///
 /// Bits are atomic words: reactors read them without a lock to route a Read (or a Write to
 /// chunks already copied) straight to the ring, while the clone's writer (a storage worker,
@@ -75,20 +76,24 @@ final class CloneMap {
         }
         guard fd >= 0 else { throw StorageError(path: path, errno: errno, action: "cannot open the clone map") }
         var bitmap = [UInt8](repeating: 0, count: padded)
-        if created {
-            var page = [UInt8](header.utf8)
-            page += [UInt8](repeating: 0, count: headerSize - page.count)
-            guard pwrite(fd, page, page.count, 0) == page.count, ftruncate(fd, off_t(headerSize + mapBytes)) == 0,
-                  fsync(fd) == 0 else {
+        var page = [UInt8](repeating: 0, count: headerSize)
+        let n = created ? 0 : pread(fd, &page, page.count, 0)
+        if n <= 0 || page[0] == 0 {
+            // A new map, or one created before a crash that kept none of it: its header is not
+            // synced here (it reaches the disk with the first `persist`, in the same
+            // `fdatasync` as the first bits), so an empty header means no bit was ever durable.
+            // That keeps a journal commit off the reactor, where a host's Connect creates it.
+            var first = [UInt8](header.utf8)
+            first += [UInt8](repeating: 0, count: headerSize - first.count)
+            guard ftruncate(fd, 0) == 0, pwrite(fd, first, first.count, 0) == first.count,
+                  ftruncate(fd, off_t(headerSize + mapBytes)) == 0 else {
                 let e = errno
                 Glibc.close(fd)
-                unlink(path)
+                if created { unlink(path) }
                 throw StorageError(path: path, errno: e, action: "cannot create the clone map")
             }
             return (fd, bitmap)
         }
-        var page = [UInt8](repeating: 0, count: headerSize)
-        let n = pread(fd, &page, page.count, 0)
         let existing = String(decoding: page.prefix(max(0, n)).prefix { $0 != 0 }, as: UTF8.self)
         guard existing == header else {
             Glibc.close(fd)

@@ -116,6 +116,22 @@ final class CloneBackendTests: XCTestCase {
         XCTAssertEqual(read(c!, 2 * chunk, 512), [UInt8](repeating: 9, count: 512), "FUA persists too")
     }
 
+    /// A new map's header is not synced at creation (a host's Connect creates it, on a reactor):
+    /// a crash may leave the file empty. No bit was durable then, so it opens as a new clone
+    /// instead of being refused as another base's.
+    func testAMapLeftEmptyByACrashOpensAsANewClone() throws {
+        var c: CloneBackend? = try CloneBackend(base: base, host: "h", overlayPath: dir + "/h.overlay")
+        write(c!, 0, [UInt8](repeating: 7, count: 1024))
+        c = nil
+        XCTAssertEqual(truncate(dir + "/h.overlay.map", 0), 0)
+        c = try CloneBackend(base: base, host: "h", overlayPath: dir + "/h.overlay")
+        XCTAssertEqual(read(c!, 0, 1024), expectedBase(0, 1024))
+        write(c!, 0, [UInt8](repeating: 8, count: 1024), fua: true)
+        c = nil
+        c = try CloneBackend(base: base, host: "h", overlayPath: dir + "/h.overlay")
+        XCTAssertEqual(read(c!, 0, 1024), [UInt8](repeating: 8, count: 1024), "its header reached the disk with the first bits")
+    }
+
     func testDeallocateReturnsWholeChunksToTheBaseAndWriteZeroesZeroes() throws {
         let c = try CloneBackend(base: base, host: "h", overlayPath: dir + "/h.overlay")
         write(c, 0, [UInt8](repeating: 5, count: 2 * chunk))
