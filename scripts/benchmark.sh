@@ -4,6 +4,8 @@
 #           NVMe work at all (the transport's limit here)
 #   null, memory, file - fathomd with one reactor and a null, memory or file namespace
 #   shm   - the same file copied to /dev/shm (tmpfs: fathomd reads and writes it inline)
+#   clone - a clone namespace whose base is the same file (fathom-perf's host reads the base
+#           until it writes; its writes copy chunks up into its overlay): ratio to `file`
 #   fio   - fio (ioengine=io_uring, buffered like the file namespace, page cache kept) on the
 #           same file, same block size and queue depth, on the target's CPU: the file
 #           namespace's baseline
@@ -55,7 +57,8 @@ cat > "$WORK/config.json" <<JSON
    {"nsid": 2, "device": {"backend": "memory", "size": "1G"}},
    {"nsid": 3, "device": {"path": "$WORK/file.img"}},
    {"nsid": 4, "device": {"path": "$WORK/file.img", "direct_io": "1", "uuid": "7d0c6f0e-1c1a-4b4e-8a55-0c3f6a1e2d45", "nguid": "9e41d2b7a3c84f0b9d6e1a2b3c4d5e6f"}},
-   {"nsid": 5, "device": {"path": "$SHM"}}]}]}
+   {"nsid": 5, "device": {"path": "$SHM"}},
+   {"nsid": 6, "device": {"backend": "clone", "path": "$WORK/file.img", "overlay_dir": "$WORK/overlays", "uuid": "2b8e5f1a-6c3d-4e7f-9a0b-1c2d3e4f5a6c", "nguid": "4f6a8c0e2b4d6f8091a3c5e7f9b1d3e6"}}]}]}
 JSON
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
@@ -70,7 +73,7 @@ run() {
     case $target in
         bare) args=(--bare --port $BARE_PORT) ;;
         null) args+=(--nsid 1) ;; memory) args+=(--nsid 2) ;; file) args+=(--nsid 3) ;; direct) args+=(--nsid 4) ;;
-        shm) args+=(--nsid 5) ;;
+        shm) args+=(--nsid 5) ;; clone) args+=(--nsid 6) ;;
     esac
     for _ in $(seq 1 "$REPEAT"); do
         taskset -c 1 $BIN/fathom-perf run "${args[@]}" "$@" -t "$SECONDS_PER_RUN" --warmup 1 --json
@@ -147,10 +150,11 @@ for w in "randread 4KiB QD32|-w randread -o 4096 -q 32" "read 128KiB QD32|-w rea
          "randread 4KiB QD1|-w randread -o 4096 -q 1" "randwrite 4KiB QD32|-w randwrite -o 4096 -q 32"; do
     name=${w%%|*}; read -r -a wargs <<< "${w#*|}"
     base=""
-    for t in bare null memory shm file; do
+    for t in bare null memory shm file clone; do
         [[ $t == bare && $name == randwrite* ]] && { printf '%-32s %-8s %12s\n' "$name" bare "(reads only)"; continue; }
         read -r iops mibs p50 < <(run $t "${wargs[@]}")
         if [[ $t == bare ]]; then base=$iops; ratio="1.00"; else ratio=$([[ -n $base ]] && python3 -c "print(f'{$iops/$base:.2f}')" || echo "-"); fi
+        [[ $t == clone ]] && ratio="clone/file $(python3 -c "print(f'{$iops/$file_iops:.2f}')")"
         printf '%-32s %-8s %12s %10s %10s %8s\n' "$name" "$t" "$iops" "$mibs" "$p50" "$ratio"
         [[ $t == file ]] && file_iops=$iops
     done

@@ -216,7 +216,7 @@ public final class ControlService {
                 let running = live?.namespace(ns.nsid)
                 let blockSize = running.map { 1 << Int($0.blockSizeShift) } ?? ns.blockSize
                 list.append(NamespaceInfo(subsystem: spec.nqn, nsid: ns.nsid, backend: ns.backend.rawValue,
-                                          path: ns.backend == .file ? ns.path : nil,
+                                          path: ns.backend == .file || ns.backend == .clone ? ns.path : nil,  // a clone: its base
                                           bytes: (running?.blockCount ?? 0) * UInt64(blockSize), blockSize: blockSize,
                                           readonly: ns.readOnly, uuid: UUIDText.format(ns.uuid, dashes: true),
                                           nguid: UUIDText.format(ns.nguid, dashes: false), visibleTo: ns.visibleHosts,

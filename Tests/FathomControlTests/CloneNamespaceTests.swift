@@ -24,6 +24,9 @@ final class CloneNamespaceTests: XCTestCase {
             $0.subsystem = nqn; $0.backend = "clone"; $0.path = basePath; $0.overlayDirectory = h.directory + "/overlays"
         }
         XCTAssertTrue(added.ok, added.error ?? "")
+        let listed = try h.send("namespace.list").namespaces?.first { $0.subsystem == nqn }
+        XCTAssertEqual(listed?.path, basePath, "a clone namespace lists its base")
+        XCTAssertTrue(listed?.io?.hasPrefix("clone, base ") ?? false, listed?.io ?? "no IO text")
 
         var a: HostController! = try h.connect(host: ControlHarness.hostA, subsystem: nqn)
         let b = try h.connect(host: ControlHarness.hostB, subsystem: nqn)
