@@ -227,6 +227,18 @@ test_clone() {
         clone_umount
     else fail "[$L] reconnect + mount"; fi
     clone_disconnect
+    # The raw clone under the kernel's own random writes, verified: 4 KiB and 68 KiB writes
+    # (inside a 64 KiB chunk and across two) at queue depth 16 with an fsync every 32 writes,
+    # so first writes copy chunks up on the target's storage workers while later ones go
+    # through its ring, and Flushes run between them.
+    if dev=$(clone_connect); then
+        if run 300 fio --name=clone-verify --filename="$dev" --direct=1 --ioengine="$FIO_ENGINE" --iodepth=16 --rw=randwrite \
+                --bssplit=4k/70:68k/30 --size=16M --fsync=32 --verify=crc32c --do_verify=1 --verify_fatal=1 \
+                --verify_state_save=0 --group_reporting; then
+            pass "[$L] fio random writes (4 KiB and 68 KiB, QD16, fsync) on the clone verify"
+        else fail "[$L] fio on the clone: $(grep -m1 -iE 'verify|error' /tmp/out)"; fi
+    else fail "[$L] connect for fio"; fi
+    clone_disconnect
     # Another host NQN gets its own clone: the base, without host 1's changes.
     if dev=$(clone_connect "$(cat /proc/sys/kernel/random/uuid)") && run 30 mount -t ext4 -o ro,noload "$dev" "$CLONE_MNT"; then
         if [ ! -e "$CLONE_MNT/written-by-host-1.txt" ] && [ -e "$CLONE_MNT/README" ]; then
