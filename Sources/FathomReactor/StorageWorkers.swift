@@ -1,7 +1,5 @@
 import CLiburing
-import Dispatch
 import FathomStorage
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,8 +14,14 @@ import Glibc
 /// (read the base's chunk, merge, write it, set the bit; `fdatasync` the overlay, then write
 /// and sync the map); io_uring's own workers run the same calls one at a time. nvmet's file
 /// backend also hands buffered I/O to a workqueue. The pool is shared by every reactor of the
-/// process and started on first use (most targets have no clone namespace); four threads
-/// let four hosts' flushes run at once, while one host's operations take turns on its lock.
+/// process and started on first use (most targets have no clone namespace).
+///
+/// Fairness: operations queue per backend (a clone is one host's), in order, and a backend has
+/// at most one operation running; backends with work take turns, one operation each. A host
+/// with a hundred copy-ups queued therefore occupies one thread, not all of them, and another
+/// host's Flush starts as soon as any thread is free — with one FIFO for all, it would wait
+/// behind every one of them (and threads would sit on the first host's lock). Four threads:
+/// four hosts' flushes at once.
 final class StorageWorkers: @unchecked Sendable {
     static let shared = StorageWorkers(threads: 4)
 
@@ -31,47 +35,91 @@ final class StorageWorkers: @unchecked Sendable {
         var userData: UInt64
     }
 
-    private let threadCount: Int
-    private let queue = Mutex<(jobs: [Job], head: Int)>(([], 0))
-    private let available = DispatchSemaphore(value: 0)
-    /// Threads running; nil until the first job starts them.
-    private let running = Mutex<Int?>(nil)
+    /// One backend's operations, in order. `scheduled` while it waits in `ready` or one of its
+    /// operations runs: it is never in `ready` twice, so never runs on two threads.
+    private final class Lane {
+        var jobs: [Job] = []
+        var head = 0
+        var scheduled = false
+        var isEmpty: Bool { head == jobs.count }
 
-    init(threads: Int) { threadCount = threads }
-
-    /// Queues `job` (any thread); its result reaches `job.reactor` later.
-    func submit(_ job: Job) {
-        let threads = running.withLock { n -> Int in
-            if n == nil { n = (0..<threadCount).reduce(0) { count, _ in count + (spawn() ? 1 : 0) } }
-            return n!
-        }
-        guard threads > 0 else {
-            // No thread could be started (a thread limit): run it here rather than never.
-            return job.reactor.storageWorkerFinished(userData: job.userData, result: job.backend.perform(job.operation))
-        }
-        queue.withLock { $0.jobs.append(job) }
-        available.signal()
-    }
-
-    private func next() -> Job {
-        available.wait()
-        return queue.withLock { q -> Job in
-            let job = q.jobs[q.head]
-            q.head += 1
-            // Compact once the consumed prefix dominates: FIFO without a deque dependency.
-            if q.head > 64 && q.head * 2 > q.jobs.count {
-                q.jobs.removeFirst(q.head)
-                q.head = 0
+        func pop() -> Job {
+            let job = jobs[head]
+            head += 1
+            if isEmpty {
+                jobs.removeAll(keepingCapacity: true)
+                head = 0
             }
             return job
         }
     }
 
+    private let threadCount: Int
+    /// Guards everything below (a pthread mutex: its condition variable is what idle threads
+    /// wait on).
+    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let workAvailable = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var lanes: [ObjectIdentifier: Lane] = [:]
+    /// Lanes with an operation to start, oldest first (`readyHead` is the next).
+    private var ready: [Lane] = []
+    private var readyHead = 0
+    /// Threads running; nil until the first job starts them.
+    private var running: Int?
+
+    init(threads: Int) {
+        threadCount = threads
+        pthread_mutex_init(lock, nil)
+        pthread_cond_init(workAvailable, nil)
+    }
+
+    /// Queues `job` (any thread); its result reaches `job.reactor` later.
+    func submit(_ job: Job) {
+        pthread_mutex_lock(lock)
+        if running == nil { running = (0..<threadCount).reduce(0) { count, _ in count + (spawn() ? 1 : 0) } }
+        guard running! > 0 else {
+            pthread_mutex_unlock(lock)
+            // No thread could be started (a thread limit): run it here rather than never.
+            return job.reactor.storageWorkerFinished(userData: job.userData, result: job.backend.perform(job.operation))
+        }
+        let id = ObjectIdentifier(job.backend)
+        let lane: Lane
+        if let l = lanes[id] {
+            lane = l
+        } else {
+            lane = Lane()
+            lanes[id] = lane
+        }
+        lane.jobs.append(job)
+        if !lane.scheduled {
+            lane.scheduled = true
+            ready.append(lane)
+            pthread_cond_signal(workAvailable)
+        }
+        pthread_mutex_unlock(lock)
+    }
+
     private func run() {
+        pthread_mutex_lock(lock)
         while true {
-            let job = next()
+            while readyHead == ready.count { pthread_cond_wait(workAvailable, lock) }
+            let lane = ready[readyHead]
+            readyHead += 1
+            if readyHead == ready.count {
+                ready.removeAll(keepingCapacity: true)
+                readyHead = 0
+            }
+            let job = lane.pop()
+            pthread_mutex_unlock(lock)
             let result = job.backend.perform(job.operation)
             job.reactor.storageWorkerFinished(userData: job.userData, result: result)
+            pthread_mutex_lock(lock)
+            if lane.isEmpty {
+                lane.scheduled = false
+                lanes[ObjectIdentifier(job.backend)] = nil
+            } else {
+                ready.append(lane)  // to the back: the other backends' turn first
+                pthread_cond_signal(workAvailable)
+            }
         }
     }
 

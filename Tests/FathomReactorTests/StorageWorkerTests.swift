@@ -37,14 +37,18 @@ final class StorageWorkerTests: XCTestCase {
     let nqn = "nqn.2026-11.io.fathom.test:workers"
     var server: FathomServer!
     var gated: GatedBackend!
+    /// nsid 2: its writes go to a worker too, through a gate left open.
+    var open: GatedBackend!
 
     override func setUpWithError() throws {
         gated = try GatedBackend(bytes: 8 << 20)
-        server = try startServer(nqn: nqn, nsid1: gated)
+        open = try GatedBackend(bytes: 8 << 20)
+        for _ in 0..<1000 { open.gate.signal() }
+        server = try startServer(nqn: nqn, nsid1: gated, nsid2: open)
     }
 
     override func tearDown() {
-        for _ in 0..<16 { gated.gate.signal() }  // nothing may stay parked on a worker
+        for _ in 0..<64 { gated.gate.signal() }  // nothing may stay parked on a worker
         server.stop()
     }
 
@@ -77,6 +81,28 @@ final class StorageWorkerTests: XCTestCase {
         XCTAssertEqual(try b.read(nsid: 2, lba: 0, blocks: 16), pattern(8192, seed: 2))
         gated.gate.signal()
         XCTAssertTrue(try q.wait(flush).status.isSuccess)
+    }
+
+    /// A backend's operations run one at a time, in order, on one worker: eight writes waiting
+    /// on one namespace occupy one thread, and another namespace's writes (also on workers)
+    /// go through meanwhile. With one queue for all, the pool's four threads would all be
+    /// waiting on the first namespace and the second's write behind them.
+    func testOneBackendsQueuedOperationsHoldUpNoOtherBackend() throws {
+        let a = try connect(), b = try connect()
+        let q = a.ioQueues[0]
+        let writes = try (0..<8).map { k in
+            try q.submit(HostController.writeCommand(nsid: 1, lba: UInt64(8 * k), blocks: 8), write: pattern(4096, seed: UInt64(k)))
+        }
+        XCTAssertEqual(gated.entered.wait(timeout: .now() + 5), .success)
+        try b.write(nsid: 2, lba: 0, data: pattern(4096, seed: 99))  // through a worker, while eight wait
+        XCTAssertEqual(try b.read(nsid: 2, lba: 0, blocks: 8), pattern(4096, seed: 99))
+        XCTAssertEqual(gated.entered.wait(timeout: .now() + 0.2), .timedOut, "one operation of a backend at a time")
+        for k in 0..<8 {
+            gated.gate.signal()
+            XCTAssertTrue(try q.wait(writes[k]).status.isSuccess, "write \(k)")
+            if k < 7 { XCTAssertEqual(gated.entered.wait(timeout: .now() + 5), .success, "write \(k + 1) started") }
+        }
+        for k in 0..<8 { XCTAssertEqual(try b.read(nsid: 1, lba: UInt64(8 * k), blocks: 8), pattern(4096, seed: UInt64(k))) }
     }
 
     func testAConnectionClosedWhileItsOperationWaitsIsDroppedCleanly() throws {

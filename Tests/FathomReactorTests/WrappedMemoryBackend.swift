@@ -23,8 +23,8 @@ class WrappedMemoryBackend: BlockBackend {
 }
 
 /// A started one-reactor target whose subsystem `nqn` (open to any host) has two 8 MiB
-/// namespaces: nsid 1 is `nsid1`, nsid 2 a plain memory namespace (the bystander).
-func startServer(nqn: String, nsid1: BlockBackend) throws -> FathomServer {
+/// namespaces: nsid 1 is `nsid1`, nsid 2 `nsid2` or a plain memory namespace (the bystander).
+func startServer(nqn: String, nsid1: BlockBackend, nsid2: BlockBackend? = nil) throws -> FathomServer {
     let config = try TargetConfig.parse(json: Array("""
     {"ports": [{"addr": {"traddr": "127.0.0.1", "trsvcid": "0", "trtype": "tcp"}, "portid": 1, "subsystems": ["\(nqn)"]}],
      "subsystems": [{"nqn": "\(nqn)", "attr": {"allow_any_host": "1"}, "namespaces": [
@@ -32,7 +32,7 @@ func startServer(nqn: String, nsid1: BlockBackend) throws -> FathomServer {
     """.utf8))
     var logger = Logger(label: "wrapped-backend-test") { StreamLogHandler.standardError(label: $0) }
     logger.logLevel = .critical
-    let server = try FathomServer(config: config, reactorCount: 1, logger: logger) { spec in spec.nsid == 1 ? nsid1 : nil }
+    let server = try FathomServer(config: config, reactorCount: 1, logger: logger) { spec in spec.nsid == 1 ? nsid1 : nsid2 }
     try server.start()
     return server
 }
