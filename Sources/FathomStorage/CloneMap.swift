@@ -50,24 +50,51 @@ final class CloneMap {
         let wordCount = (mapBytes + 7) / 8
         // Every step that can fail runs before a stored property is set: an initializer that
         // throws once the object is whole runs `deinit`, which would close `fd` a second time.
-        let (fd, bitmap) = try Self.open(path: path, header: header, mapBytes: mapBytes, paddedTo: wordCount * 8)
+        let (fd, isNew) = try Self.open(path: path, header: header, mapBytes: mapBytes)
+        guard let memory = mmap(nil, wordCount * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              memory != MAP_FAILED else {
+            let e = errno
+            Glibc.close(fd)
+            throw StorageError(path: path, errno: e, action: "no memory for the clone map of")
+        }
         self.path = path
         self.chunkShift = chunkShift
         self.chunkCount = chunkCount
         self.mapBytes = mapBytes
         self.wordCount = wordCount
         self.fd = fd
-        words = .allocate(capacity: wordCount)
-        bitmap.withUnsafeBytes { raw in
-            for i in 0..<wordCount {
-                (words + i).initialize(to: Atomic(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))))
+        // Anonymous memory reads as zeros (a clear bit) without being allocated: only pages
+        // holding a set bit become resident, so a host that wrote little of a large base costs
+        // little (a full bitmap is 2 MiB per TiB of base, per host).
+        words = memory.bindMemory(to: Atomic<UInt64>.self, capacity: wordCount)
+        if !isNew { try loadBits() }  // a throw from here on runs `deinit`, which cleans up
+    }
+
+    /// Reads the bitmap from the file a block at a time and stores its non-zero words.
+    private func loadBits() throws {
+        let block = 64 * 1024
+        var buffer = [UInt8](repeating: 0, count: block)
+        var at = 0
+        while at < mapBytes {
+            let n = min(block, mapBytes - at)
+            let got = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, n, off_t(Self.headerSize + at)) }
+            // The size was checked at open: a short read is an I/O error, and a bit read as clear
+            // would show the base where the host's flushed data is.
+            guard got == n else { throw StorageError(path: path, errno: got < 0 ? errno : EIO, action: "cannot read the clone map") }
+            buffer.withUnsafeBytes { raw in
+                for w in 0..<((n + 7) / 8) {
+                    var word: UInt64 = 0
+                    for b in 0..<min(8, n - w * 8) { word |= UInt64(raw[w * 8 + b]) << (8 * UInt64(b)) }
+                    if word != 0 { words[at / 8 + w].store(word, ordering: .relaxed) }
+                }
             }
+            at += n
         }
     }
 
-    /// Opens the map file (creating it with `header` and an empty bitmap if there is none) and
-    /// returns its descriptor and bitmap, zero-padded to `paddedTo` bytes.
-    private static func open(path: String, header: String, mapBytes: Int, paddedTo padded: Int) throws -> (Int32, [UInt8]) {
+    /// Opens the map file, creating it with `header` and an empty bitmap if there is none (or a
+    /// crash left it empty); true when its bitmap is new, all clear.
+    private static func open(path: String, header: String, mapBytes: Int) throws -> (Int32, Bool) {
         var created = false
         var fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
         if fd < 0 && errno == ENOENT {
@@ -75,7 +102,6 @@ final class CloneMap {
             created = true
         }
         guard fd >= 0 else { throw StorageError(path: path, errno: errno, action: "cannot open the clone map") }
-        var bitmap = [UInt8](repeating: 0, count: padded)
         var page = [UInt8](repeating: 0, count: headerSize)
         let n = created ? 0 : pread(fd, &page, page.count, 0)
         if n <= 0 || page[0] == 0 {
@@ -92,7 +118,7 @@ final class CloneMap {
                 if created { unlink(path) }
                 throw StorageError(path: path, errno: e, action: "cannot create the clone map")
             }
-            return (fd, bitmap)
+            return (fd, true)
         }
         let existing = String(decoding: page.prefix(max(0, n)).prefix { $0 != 0 }, as: UTF8.self)
         guard existing == header else {
@@ -100,18 +126,17 @@ final class CloneMap {
             throw StorageError(path: path, errno: EINVAL,
                                action: "the clone map does not match its base (the base image, its size or the host changed; reset the clone):")
         }
-        let got = bitmap.withUnsafeMutableBytes { pread(fd, $0.baseAddress, mapBytes, off_t(headerSize)) }
-        guard got == mapBytes else {
+        var st = stat()
+        guard fstat(fd, &st) == 0, Int(st.st_size) >= headerSize + mapBytes else {
             Glibc.close(fd)
             throw StorageError(path: path, errno: EIO, action: "the clone map is truncated:")
         }
-        return (fd, bitmap)
+        return (fd, false)
     }
 
     deinit {
         Glibc.close(fd)
-        words.deinitialize(count: wordCount)
-        words.deallocate()
+        munmap(UnsafeMutableRawPointer(words), wordCount * 8)
     }
 
     /// The chunk holds the host's data. Acquiring: a reader that sees the bit also sees the
@@ -154,7 +179,8 @@ final class CloneMap {
 
     /// Clears every bit and persists (a reset clone reads as its base again).
     func clearAll() -> Int32 {
-        for i in 0..<wordCount where words[i].exchange(0, ordering: .releasing) != 0 {
+        // Words already clear are only read: writing them would allocate their pages.
+        for i in 0..<wordCount where words[i].load(ordering: .relaxed) != 0 && words[i].exchange(0, ordering: .releasing) != 0 {
             dirtyPages.insert(i * 8 / 4096)
         }
         return persist()
