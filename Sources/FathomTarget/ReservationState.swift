@@ -51,6 +51,8 @@ public final class ReservationState {
     }
 
     let state = Mutex(State())
+    /// Serializes `update`s (held across a save; `state` is not).
+    private let updating = Mutex<Void>(())
     private let engaged = Atomic<Bool>(false)
     /// Where PTPL state is kept (nil: persistence unavailable).
     public let persistencePath: String?
@@ -79,9 +81,15 @@ public final class ReservationState {
 
     /// Applies `body` to the state; saves it if PTPL is on and it changed. Returns the
     /// command's status and the notices to send to other hosts.
+    ///
+    /// The save (a write, `fsync` and rename) runs outside `state`'s lock, which every
+    /// reactor's I/O path takes for a namespace with registrants (`conflict`): their I/O goes
+    /// on against the state as it was until the new one is durable and installed. Updates
+    /// wait for each other on `updating`, so each computes from the last one installed.
     func update(_ body: (inout State) -> (NVMeStatus, [(HostIdentifier, ReservationNotice)])) -> (NVMeStatus, [(HostIdentifier, ReservationNotice)]) {
-        state.withLock { s in
-            let before = s
+        updating.withLock { _ in
+            let before = state.withLock { $0 }
+            var s = before
             let (status, notices) = body(&s)
             if status.isSuccess && (s.registrants != before.registrants || s.holder != before.holder || s.type != before.type
                                     || s.persistThroughPowerLoss != before.persistThroughPowerLoss) {
@@ -89,13 +97,12 @@ public final class ReservationState {
                 // preempt, clear), not acquire and release.
                 s.generation &+= s.registrants != before.registrants ? 1 : 0
                 if let path = persistencePath, s.persistThroughPowerLoss || before.persistThroughPowerLoss {
-                    if !Self.save(s, to: path) {
-                        s = before
-                        return (.internalError, [])
-                    }
+                    if !Self.save(s, to: path) { return (.internalError, []) }
                 }
             }
-            engaged.store(!s.registrants.isEmpty, ordering: .releasing)
+            let installed = s
+            state.withLock { $0 = installed }
+            engaged.store(!installed.registrants.isEmpty, ordering: .releasing)
             return (status, notices)
         }
     }
