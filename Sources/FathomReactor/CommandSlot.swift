@@ -72,6 +72,9 @@ struct CommandSlot {
     var c2hLength = 0
     /// The C2HData carries SUCCESS and no CapsuleResp follows.
     var skipResponse = false
+    /// The completion of a command that a storage worker executed (a reservation change kept
+    /// through power loss), written there before its result reaches the reactor.
+    var deferredCompletion = CommandCompletion(status: .success)
 }
 
 /// Steps of commands that take more than one backend operation.

@@ -57,8 +57,27 @@ extension Connection {
     private func runOnWorker(_ i: Int, _ operation: StorageOperation) {
         inflight += 1
         let backend = withBackend(i) { $0 }
-        StorageWorkers.shared.submit(.init(backend: backend, operation: operation, reactor: reactor,
-                                           userData: userData(.storage, slot: i)))
+        StorageWorkers.shared.submit(.init(operation, on: backend, reactor: reactor, userData: userData(.storage, slot: i)))
+    }
+
+    /// A reservation command that may change a state kept through power loss writes and syncs
+    /// a file before it completes: it runs on a storage worker (one at a time per namespace),
+    /// its completion left in the slot for `stepFinished`. Reports and namespaces without a
+    /// state file run here at once.
+    private func executeReservation(_ i: Int) {
+        let s = slots[i]
+        let ns = s.pointee.namespace!, ctrl = controller!, target = reactor.target, sqe = s.pointee.sqe
+        let data = UnsafeMutableRawBufferPointer(start: s.pointee.data, count: s.pointee.data == nil ? 0 : s.pointee.dataLength)
+        guard ns.reservations.persistencePath != nil, sqe.opcode != IOCommand.reservationReport else {
+            return complete(i, ctrl.executeReservation(sqe, namespace: ns, data: data, target: target))
+        }
+        s.pointee.pending += 1
+        inflight += 1
+        StorageWorkers.shared.submit(.init(key: ObjectIdentifier(ns.reservations), reactor: reactor,
+                                           userData: userData(.storage, slot: i)) {
+            s.pointee.deferredCompletion = ctrl.executeReservation(sqe, namespace: ns, data: data, target: target)
+            return 0
+        })
     }
 
     /// A backend's READ or WRITE of one of the slot's pool buffers becomes READ_FIXED /
@@ -117,8 +136,7 @@ extension Connection {
             attachAux(i, length: min(r.length, reactor.settings.maxDataTransfer))
             issueChunkRead(i, offset: r.offset)
         case .reservation:
-            let data = UnsafeMutableRawBufferPointer(start: s.pointee.data, count: s.pointee.data == nil ? 0 : s.pointee.dataLength)
-            complete(i, controller!.executeReservation(s.pointee.sqe, namespace: s.pointee.namespace!, data: data, target: reactor.target))
+            executeReservation(i)
         case .copy:
             let ranges = LBARanges(data: s.pointee.data!, count: r.rangeCount, copy: true, namespace: s.pointee.namespace!)
             if let status = ranges.validate(namespace: s.pointee.namespace!, copyDestinationLBA: r.startingLBA) {
@@ -183,7 +201,7 @@ extension Connection {
         case .copy:
             copyStep(i, result)
         case .reservation:
-            break  // executed inline, never reaches the backend
+            complete(i, s.pointee.deferredCompletion)  // run on a storage worker
         }
     }
 

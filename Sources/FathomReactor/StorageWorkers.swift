@@ -16,8 +16,8 @@ import Glibc
 /// backend also hands buffered I/O to a workqueue. The pool is shared by every reactor of the
 /// process and started on first use (most targets have no clone namespace).
 ///
-/// Fairness: operations queue per backend (a clone is one host's), in order, and a backend has
-/// at most one operation running; backends with work take turns, one operation each. A host
+/// Fairness: operations queue per key (a clone's backend, which is one host's), in order, and a
+/// key has at most one operation running; keys with work take turns, one operation each. A host
 /// with a hundred copy-ups queued therefore occupies one thread, not all of them, and another
 /// host's Flush starts as soon as any thread is free — with one FIFO for all, it would wait
 /// behind every one of them (and threads would sit on the first host's lock). Four threads:
@@ -25,17 +25,31 @@ import Glibc
 final class StorageWorkers: @unchecked Sendable {
     static let shared = StorageWorkers(threads: 4)
 
-    /// One operation to run. The backend reference keeps the namespace's storage alive (a
-    /// hot-removed namespace's last operations finish); the buffer belongs to the command
-    /// slot, which stays busy until the reactor gets the result.
+    /// One operation to run: `work` returns its result (bytes or -errno). Jobs of one `key`
+    /// (a clone's backend, a namespace's reservation state) run one at a time, in order.
+    /// `work` holds what it needs alive (a hot-removed namespace's last operations finish);
+    /// the memory it reads or writes belongs to the command slot, which stays busy until the
+    /// reactor gets the result.
     struct Job {
-        var backend: BlockBackend
-        var operation: StorageOperation
+        var key: ObjectIdentifier
+        var work: () -> Int32
         var reactor: Reactor
         var userData: UInt64
+
+        /// A backend operation `prepare` sent to a worker (`BlockBackend.perform`).
+        init(_ operation: StorageOperation, on backend: BlockBackend, reactor: Reactor, userData: UInt64) {
+            self.init(key: ObjectIdentifier(backend), reactor: reactor, userData: userData) { backend.perform(operation) }
+        }
+
+        init(key: ObjectIdentifier, reactor: Reactor, userData: UInt64, work: @escaping () -> Int32) {
+            self.key = key
+            self.work = work
+            self.reactor = reactor
+            self.userData = userData
+        }
     }
 
-    /// One backend's operations, in order. `scheduled` while it waits in `ready` or one of its
+    /// One key's operations, in order. `scheduled` while it waits in `ready` or one of its
     /// operations runs: it is never in `ready` twice, so never runs on two threads.
     private final class Lane {
         var jobs: [Job] = []
@@ -79,15 +93,14 @@ final class StorageWorkers: @unchecked Sendable {
         guard running! > 0 else {
             pthread_mutex_unlock(lock)
             // No thread could be started (a thread limit): run it here rather than never.
-            return job.reactor.storageWorkerFinished(userData: job.userData, result: job.backend.perform(job.operation))
+            return job.reactor.storageWorkerFinished(userData: job.userData, result: job.work())
         }
-        let id = ObjectIdentifier(job.backend)
         let lane: Lane
-        if let l = lanes[id] {
+        if let l = lanes[job.key] {
             lane = l
         } else {
             lane = Lane()
-            lanes[id] = lane
+            lanes[job.key] = lane
         }
         lane.jobs.append(job)
         if !lane.scheduled {
@@ -110,12 +123,12 @@ final class StorageWorkers: @unchecked Sendable {
             }
             let job = lane.pop()
             pthread_mutex_unlock(lock)
-            let result = job.backend.perform(job.operation)
+            let result = job.work()
             job.reactor.storageWorkerFinished(userData: job.userData, result: result)
             pthread_mutex_lock(lock)
             if lane.isEmpty {
                 lane.scheduled = false
-                lanes[ObjectIdentifier(job.backend)] = nil
+                lanes[job.key] = nil
             } else {
                 ready.append(lane)  // to the back: the other backends' turn first
                 pthread_cond_signal(workAvailable)

@@ -118,6 +118,41 @@ final class ReservationTests: XCTestCase {
 
     private func c_identifyRescap(_ c: HostController) throws -> UInt8 { try c.identify(cns: 0, nsid: 1)[31] }
 
+    /// A reservation change kept through power loss writes and syncs a file before it
+    /// completes. That runs on a storage worker: with one reactor serving both hosts, another
+    /// host's I/O goes on while the save waits (its temporary file is made a FIFO, so it blocks
+    /// until the test reads it), and the command completes afterwards with the save's outcome.
+    func testAPersistedReservationChangeStallsNoOtherHost() throws {
+        harness.stop()
+        var template = Array("/tmp/fathom-ptpl-XXXXXX".utf8CString)
+        let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var settings = TargetSettings()
+        settings.stateDirectory = dir
+        harness = try TargetHarness(settings: settings, reactors: 1)
+        let a = try host(hostA), b = try host(hostB)
+        XCTAssertEqual(try a.reservationRegister(action: 0, newKey: 0x77, changePTPL: 3), .success)
+        let file = dir + "/reservations-00112233445566778899aabbccddeeff"
+        XCTAssertTrue(FileManager.default.fileExists(atPath: file), "PTPL state saved")
+        XCTAssertEqual(mkfifo(file + ".tmp", 0o600), 0)
+        var keys = [UInt8](repeating: 0, count: 16)
+        keys.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(0x77).littleEndian, as: UInt64.self) }
+        let acquire = try a.ioQueues[0].submit(SubmissionQueueEntry(opcode: 0x11, commandID: 0, nsid: 1, cdw10: 2 << 8), write: keys)
+        usleep(200_000)
+        XCTAssertEqual(try writeStatus(b), .success, "B's I/O is served while A's save waits (nothing held yet)")
+        XCTAssertEqual(try readStatus(b), .success)
+        XCTAssertFalse(a.ioQueues[0].hasCompleted(acquire))
+        let reader = open(file + ".tmp", O_RDONLY)  // the save goes on; a FIFO cannot be fsynced
+        var sink = [UInt8](repeating: 0, count: 4096)
+        _ = read(reader, &sink, sink.count)
+        XCTAssertEqual(try a.ioQueues[0].wait(acquire).status, .internalError, "a save that failed: nothing changed")
+        close(reader)
+        XCTAssertEqual(try writeStatus(b), .success)
+        unlink(file + ".tmp")
+        XCTAssertEqual(try a.reservationAcquire(action: 0, type: 2, currentKey: 0x77), .success)
+        XCTAssertEqual(try writeStatus(b), .reservationConflict)
+    }
+
     func testPersistThroughPowerLossAcrossRestart() throws {
         harness.stop()
         var template = Array("/tmp/fathom-ptpl-XXXXXX".utf8CString)
