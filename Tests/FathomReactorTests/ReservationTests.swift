@@ -116,6 +116,18 @@ final class ReservationTests: XCTestCase {
         XCTAssertEqual(try b.reservationRelease(action: 1, type: 0, currentKey: 2), .reservationConflict, "no longer registered")
     }
 
+    /// Restarts the target with a fresh state directory (reservations kept through power
+    /// loss need one); the caller removes it.
+    private func restartWithStateDirectory(reactors: Int = 2) throws -> (String, TargetSettings) {
+        harness.stop()
+        var template = Array("/tmp/fathom-ptpl-XXXXXX".utf8CString)
+        let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        var settings = TargetSettings()
+        settings.stateDirectory = dir
+        harness = try TargetHarness(settings: settings, reactors: reactors)
+        return (dir, settings)
+    }
+
     private func c_identifyRescap(_ c: HostController) throws -> UInt8 { try c.identify(cns: 0, nsid: 1)[31] }
 
     /// A reservation change kept through power loss writes and syncs a file before it
@@ -123,13 +135,8 @@ final class ReservationTests: XCTestCase {
     /// host's I/O goes on while the save waits (its temporary file is made a FIFO, so it blocks
     /// until the test reads it), and the command completes afterwards with the save's outcome.
     func testAPersistedReservationChangeStallsNoOtherHost() throws {
-        harness.stop()
-        var template = Array("/tmp/fathom-ptpl-XXXXXX".utf8CString)
-        let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        let (dir, _) = try restartWithStateDirectory(reactors: 1)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var settings = TargetSettings()
-        settings.stateDirectory = dir
-        harness = try TargetHarness(settings: settings, reactors: 1)
         let a = try host(hostA), b = try host(hostB)
         XCTAssertEqual(try a.reservationRegister(action: 0, newKey: 0x77, changePTPL: 3), .success)
         let file = dir + "/reservations-00112233445566778899aabbccddeeff"
@@ -154,13 +161,8 @@ final class ReservationTests: XCTestCase {
     }
 
     func testPersistThroughPowerLossAcrossRestart() throws {
-        harness.stop()
-        var template = Array("/tmp/fathom-ptpl-XXXXXX".utf8CString)
-        let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        let (dir, settings) = try restartWithStateDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var settings = TargetSettings()
-        settings.stateDirectory = dir
-        harness = try TargetHarness(settings: settings)
         var a = try host(hostA)
         XCTAssertEqual(try c_identifyRescap(a), 0xFF, "PTPL capable")
         XCTAssertEqual(try a.reservationRegister(action: 0, newKey: 0x77, changePTPL: 3), .success)
