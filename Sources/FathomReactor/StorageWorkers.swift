@@ -4,9 +4,10 @@ import FathomStorage
 import Glibc
 #endif
 
-/// Threads that run the backend operations which may block and are not one ring operation
-/// (`StorageOperation.runsOnWorker`: a clone's copy-up chain, its Flush of overlay and map),
-/// so that a reactor — and every other host on it — never waits for them. A finished
+/// Threads that run the storage work which may block and is not one ring operation (a clone's
+/// copy-up chain and its Flush of overlay and map, `StorageOperation.runsOnWorker`; a
+/// reservation change saved through power loss), so that a reactor — and every other host on
+/// it — never waits for it. A finished
 /// operation's result goes back to its reactor as if its ring had completed it
 /// (`Reactor.storageWorkerFinished`).
 ///
