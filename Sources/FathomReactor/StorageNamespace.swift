@@ -19,6 +19,8 @@ final class StorageNamespace: NamespaceBackend {
     var blockCount: UInt64 { store.blockCount }
     var blockSizeShift: UInt8 { store.blockSizeShift }
     func allocatedBlocks() -> UInt64 { store.allocatedBlocks() }
+    /// A clone namespace's NUSE is what the asking host wrote (`nvme list` shows it as usage).
+    func allocatedBlocks(host: String) -> UInt64 { clones?.writtenBlocks(host: host) ?? store.allocatedBlocks() }
     var deallocatedReadsZero: Bool { store.deallocatedReadsZero }
     var preferredWriteBlocks: UInt16 { store.preferredWriteBlocks }
 }

@@ -85,7 +85,10 @@ final class CloneMap {
                 for w in 0..<((n + 7) / 8) {
                     var word: UInt64 = 0
                     for b in 0..<min(8, n - w * 8) { word |= UInt64(raw[w * 8 + b]) << (8 * UInt64(b)) }
-                    if word != 0 { words[at / 8 + w].store(word, ordering: .relaxed) }
+                    if word != 0 {
+                        words[at / 8 + w].store(word, ordering: .relaxed)
+                        setBits.add(word.nonzeroBitCount, ordering: .relaxed)
+                    }
                 }
             }
             at += n
@@ -150,11 +153,13 @@ final class CloneMap {
         let old = on ? words[chunk >> 6].bitwiseOr(mask, ordering: .releasing).oldValue
                      : words[chunk >> 6].bitwiseAnd(~mask, ordering: .releasing).oldValue
         guard (old & mask != 0) != on else { return }
+        setBits.add(on ? 1 : -1, ordering: .relaxed)
         dirtyPages.insert((chunk >> 3) / 4096)
     }
 
-    /// Chunks holding host data.
-    var allocatedChunks: Int { (0..<wordCount).reduce(0) { $0 + words[$1].load(ordering: .relaxed).nonzeroBitCount } }
+    /// Chunks holding host data (kept as bits change: Identify reads it per command).
+    var allocatedChunks: Int { setBits.load(ordering: .relaxed) }
+    private let setBits = Atomic<Int>(0)
 
     var isDirty: Bool { !dirtyPages.isEmpty }
 
@@ -180,6 +185,7 @@ final class CloneMap {
     /// Clears every bit and persists (a reset clone reads as its base again).
     func clearAll() -> Int32 {
         // Words already clear are only read: writing them would allocate their pages.
+        setBits.store(0, ordering: .relaxed)
         for i in 0..<wordCount where words[i].load(ordering: .relaxed) != 0 && words[i].exchange(0, ordering: .releasing) != 0 {
             dirtyPages.insert(i * 8 / 4096)
         }

@@ -63,6 +63,11 @@ public final class CloneSet {
         }
     }
 
+    /// Blocks `host`'s clone holds (0 for a host with no open clone).
+    public func writtenBlocks(host: String) -> UInt64 {
+        clones.withLock { $0[host] }.map { $0.allocatedBlocks() } ?? 0
+    }
+
     public struct CloneInfo: Sendable {
         public var host: String
         public var overlay: String

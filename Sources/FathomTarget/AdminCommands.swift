@@ -116,7 +116,7 @@ extension Controller {
             }
             // An inactive NSID in range gets a zero-filled structure.
             guard let ns = namespace(sqe.nsid) else { return respond([], into: data) }
-            return respond(ns.identity(shared: true).encode(), into: data)
+            return respond(ns.identity(shared: true, host: hostNQN).encode(), into: data)
         case UInt32(NVME_IDENTIFY_CNS_NS_ACTIVE_LIST.rawValue):
             guard sqe.nsid < 0xFFFF_FFFE else { return .failure(.invalidNamespace) }
             return respond(encodeActiveNamespaceList(visibleNamespaces.map(\.nsid), after: sqe.nsid), into: data)

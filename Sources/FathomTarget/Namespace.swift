@@ -10,10 +10,16 @@ public protocol NamespaceBackend: AnyObject {
     var blockSizeShift: UInt8 { get }
     /// Blocks actually allocated on the backing store (for NUSE of sparse files).
     func allocatedBlocks() -> UInt64
+    /// The same as `host` sees it (a clone namespace: the blocks that host wrote).
+    func allocatedBlocks(host: String) -> UInt64
     /// Deallocated (trimmed) blocks are guaranteed to read as zeros (DLFEAT).
     var deallocatedReadsZero: Bool { get }
     /// Preferred write granularity in logical blocks (NPWG/NOWS), 0 when unknown.
     var preferredWriteBlocks: UInt16 { get }
+}
+
+extension NamespaceBackend {
+    public func allocatedBlocks(host: String) -> UInt64 { allocatedBlocks() }
 }
 
 /// A namespace of a subsystem: identity plus the backend that stores its blocks.
@@ -70,8 +76,9 @@ public final class Namespace {
         self.blockSizeShift = backend.blockSizeShift
     }
 
-    public func identity(shared: Bool) -> NamespaceIdentity {
-        var id = NamespaceIdentity(blockCount: blockCount, blocksInUse: backend.allocatedBlocks(), blockSizeShift: blockSizeShift,
+    /// Identify Namespace for the controller of `host` (NUSE can differ per host).
+    public func identity(shared: Bool, host: String = "") -> NamespaceIdentity {
+        var id = NamespaceIdentity(blockCount: blockCount, blocksInUse: backend.allocatedBlocks(host: host), blockSizeShift: blockSizeShift,
                                    nguid: nguid, uuid: uuid, writeProtected: isWriteProtected, shared: shared,
                                    preferredWriteGranularity: backend.preferredWriteBlocks)
         id.deallocatedReadsZero = backend.deallocatedReadsZero

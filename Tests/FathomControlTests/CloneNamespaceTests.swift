@@ -51,6 +51,12 @@ final class CloneNamespaceTests: XCTestCase {
         let id = try a.identify(cns: 0, nsid: 1)
         XCTAssertEqual(id[99] & 0x1, 0, "NSATTR: writable")
         XCTAssertEqual(id[33] & 0x7, 0, "DLFEAT: deallocated blocks read the base, not zeros")
+        // NUSE is what each host wrote (nvme list's usage): A two chunks, B one.
+        func nuse(_ c: HostController) throws -> UInt64 {
+            try c.identify(cns: 0, nsid: 1)[16..<24].enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        }
+        XCTAssertEqual(try nuse(a), UInt64(2 * chunk / 512))
+        XCTAssertEqual(try nuse(b), UInt64(chunk / 512))
 
         let list = try h.send("clone.list").clones ?? []
         XCTAssertEqual(list.first { $0.host == ControlHarness.hostA }?.writtenBytes, UInt64(2 * chunk))
