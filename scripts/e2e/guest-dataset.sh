@@ -237,6 +237,9 @@ test_clone() {
                 --verify_state_save=0 --group_reporting; then
             pass "[$L] fio random writes (4 KiB and 68 KiB, QD16, fsync) on the clone verify"
         else fail "[$L] fio on the clone: $(grep -m1 -iE 'verify|error' /tmp/out)"; fi
+        nuse=$(nvme id-ns "$dev" 2>/dev/null | awk '/^nuse/ {print $3}')
+        [ -n "$nuse" ] && [ "$((nuse))" -gt 0 ] && pass "[$L] id-ns: NUSE $nuse, the blocks this host wrote" \
+            || fail "[$L] id-ns NUSE '$nuse' after this host wrote"
     else fail "[$L] connect for fio"; fi
     clone_disconnect
     # Another host NQN gets its own clone: the base, without host 1's changes.
@@ -244,6 +247,9 @@ test_clone() {
         if [ ! -e "$CLONE_MNT/written-by-host-1.txt" ] && [ -e "$CLONE_MNT/README" ]; then
             pass "[$L] a second host sees the base unchanged (no file of host 1, README still there)"
         else fail "[$L] a second host sees host 1's changes"; fi
+        nuse=$(nvme id-ns "$dev" 2>/dev/null | awk '/^nuse/ {print $3}')
+        [ "$nuse" = 0 ] || [ "$nuse" = 0x0 ] && pass "[$L] the second host's NUSE is 0 (it wrote nothing)" \
+            || fail "[$L] the second host's NUSE is '$nuse'"
         clone_umount
     else fail "[$L] second host connect + mount"; fi
     clone_disconnect
