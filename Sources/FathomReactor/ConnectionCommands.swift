@@ -111,6 +111,7 @@ extension Connection {
             switch ctrl.executeAdmin(sqe, data: data, context: QueueContext(queueID: 0, localAddress: localAddress), target: reactor.target) {
             case let .complete(c): complete(i, c)
             case .held: s.pointee.state = .held
+            case let .completeElsewhere(key, work): completeOnWorker(i, key: key, work: work)
             case let .disconnect(c): disconnect(i, c)
             case let .completeAndAbort(c, cid):
                 complete(i, c)

@@ -71,11 +71,20 @@ extension Connection {
         guard ns.reservations.persistencePath != nil, sqe.opcode != IOCommand.reservationReport else {
             return complete(i, ctrl.executeReservation(sqe, namespace: ns, data: data, target: target))
         }
+        completeOnWorker(i, key: ObjectIdentifier(ns.reservations)) {
+            ctrl.executeReservation(sqe, namespace: ns, data: data, target: target)
+        }
+    }
+
+    /// Runs `work` on a storage worker (one at a time per `key`) and completes slot `i` with
+    /// its result: the completion waits in the slot until the worker's `.storage` result
+    /// arrives, which closing and teardown wait for like any ring operation.
+    func completeOnWorker(_ i: Int, key: ObjectIdentifier, work: @escaping () -> CommandCompletion) {
+        let s = slots[i]
         s.pointee.pending += 1
         inflight += 1
-        StorageWorkers.shared.submit(.init(key: ObjectIdentifier(ns.reservations), reactor: reactor,
-                                           userData: userData(.storage, slot: i)) {
-            s.pointee.deferredCompletion = ctrl.executeReservation(sqe, namespace: ns, data: data, target: target)
+        StorageWorkers.shared.submit(.init(key: key, reactor: reactor, userData: userData(.storage, slot: i)) {
+            s.pointee.deferredCompletion = work()
             return 0
         })
     }
@@ -154,6 +163,10 @@ extension Connection {
             slots[i].pointee.pending -= 1
             if slots[i].pointee.pending <= 0 { releaseSlot(i) }
             return finishIfIdle()
+        }
+        if isAdminQueue {  // an admin command completed on a worker (completeElsewhere, or a Connect that opened clones)
+            slots[i].pointee.pending -= 1
+            return complete(i, slots[i].pointee.deferredCompletion)
         }
         stepFinished(i, result)
     }

@@ -10,6 +10,11 @@ public enum AdminOutcome {
     /// Abort of a held command: complete the Abort, and the held command with Command
     /// Abort Requested.
     case completeAndAbort(CommandCompletion, abortedCommandID: UInt16)
+    /// Validated, but its effect writes and syncs a file (a reservation state kept through
+    /// power loss): the transport runs `work` off its event loop, one at a time per `key`,
+    /// and completes the command with what it returns. `work` touches only state that is
+    /// safe from any thread.
+    case completeElsewhere(key: ObjectIdentifier, work: () -> CommandCompletion)
 }
 
 /// Connection facts an admin command may need.
@@ -50,7 +55,7 @@ extension Controller {
         switch UInt32(sqe.opcode) {
         case nvme_admin_identify.rawValue: return .complete(identify(sqe, data: data))
         case nvme_admin_get_log_page.rawValue: return .complete(getLogPage(sqe, data: data, context: context, target: target))
-        case nvme_admin_set_features.rawValue: return .complete(setFeature(sqe, data: data, target: target))
+        case nvme_admin_set_features.rawValue: return setFeature(sqe, data: data, target: target)
         case nvme_admin_get_features.rawValue: return .complete(getFeature(sqe, data: data))
         case nvme_admin_keep_alive.rawValue: return .complete(.success)
         case nvme_admin_async_event.rawValue: return asyncEventRequest(sqe)
@@ -69,7 +74,7 @@ extension Controller {
         case nvme_admin_get_log_page.rawValue:
             guard UInt8(truncatingIfNeeded: sqe.cdw10) == LogPage.discovery else { return .complete(.failure(.invalidLogPage)) }
             return .complete(getLogPage(sqe, data: data, context: context, target: target))
-        case nvme_admin_set_features.rawValue: return .complete(setFeature(sqe, data: data, target: target))
+        case nvme_admin_set_features.rawValue: return setFeature(sqe, data: data, target: target)
         case nvme_admin_get_features.rawValue: return .complete(getFeature(sqe, data: data))
         case nvme_admin_keep_alive.rawValue: return .complete(.success)
         case nvme_admin_async_event.rawValue: return asyncEventRequest(sqe)

@@ -40,15 +40,39 @@ extension Controller {
         return out
     }
 
-    func setFeature(_ sqe: SubmissionQueueEntry, data: UnsafeMutableRawBufferPointer, target: Target) -> CommandCompletion {
+    /// Set Features. Reservation Persistence on a namespace with a state file saves that
+    /// file (write, sync, rename) before it completes, so it completes elsewhere: a slow
+    /// disk must not stall the reactor's other hosts. Every other feature completes here.
+    func setFeature(_ sqe: SubmissionQueueEntry, data: UnsafeMutableRawBufferPointer, target: Target) -> AdminOutcome {
+        if UInt8(truncatingIfNeeded: sqe.cdw10) == Self.fid(NVME_FEAT_FID_RESV_PERSIST), setFeatureRefusal(sqe) == nil,
+           let ns = namespace(sqe.nsid), ns.reservations.persistencePath != nil {
+            let state = ns.reservations, on = sqe.cdw11 & 1 != 0
+            return .completeElsewhere(key: ObjectIdentifier(state)) {
+                let (status, _) = state.update { s in
+                    s.persistThroughPowerLoss = on
+                    return (.success, [])
+                }
+                return CommandCompletion(status: status)
+            }
+        }
+        return .complete(setFeatureHere(sqe, data: data, target: target))
+    }
+
+    /// Why Set Features of this feature is refused whatever its value, or nil.
+    private func setFeatureRefusal(_ sqe: SubmissionQueueEntry) -> CommandCompletion? {
         let fid = UInt8(truncatingIfNeeded: sqe.cdw10)
-        let save = sqe.cdw10 & (1 << 31) != 0
         if fid == Self.fid(NVME_FEAT_FID_HOST_ID) && !isDiscovery {
             // On fabrics the host identifier comes from Connect and cannot change.
             return .failure(.commandSequenceError)
         }
         guard changeableFeatures.contains(fid) else { return .failure(.invalidField) }
-        guard !save else { return .failure(.featureNotSaveable) }
+        guard sqe.cdw10 & (1 << 31) == 0 else { return .failure(.featureNotSaveable) }
+        return nil
+    }
+
+    private func setFeatureHere(_ sqe: SubmissionQueueEntry, data: UnsafeMutableRawBufferPointer, target: Target) -> CommandCompletion {
+        if let refusal = setFeatureRefusal(sqe) { return refusal }
+        let fid = UInt8(truncatingIfNeeded: sqe.cdw10)
         let value = sqe.cdw11
         switch fid {
         case Self.fid(NVME_FEAT_FID_NUM_QUEUES):

@@ -159,6 +159,38 @@ final class ReservationTests: XCTestCase {
         XCTAssertEqual(try writeStatus(b), .reservationConflict)
     }
 
+    /// Set Features Reservation Persistence (an admin command) saves the same file: it too
+    /// completes from a storage worker, so while its save waits, the other host's I/O, the
+    /// same host's I/O and its admin queue's other commands are all served.
+    func testSettingReservationPersistenceStallsNothingElse() throws {
+        let (dir, _) = try restartWithStateDirectory(reactors: 1)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let a = try host(hostA), b = try host(hostB)
+        XCTAssertEqual(try a.reservationRegister(action: 0, newKey: 0x77, changePTPL: 3), .success)
+        let file = dir + "/reservations-00112233445566778899aabbccddeeff"
+        XCTAssertEqual(mkfifo(file + ".tmp", 0o600), 0)
+        // PTPL off: the state leaves power-loss persistence, which saves the file once more.
+        let set = try a.admin.submit(SubmissionQueueEntry(opcode: 0x09, commandID: 0, nsid: 1, cdw10: 0x83, cdw11: 0))
+        usleep(200_000)
+        XCTAssertEqual(try writeStatus(b), .success, "B's I/O is served while A's save waits")
+        XCTAssertEqual(try writeStatus(a), .success, "and A's own I/O")
+        XCTAssertEqual(try a.getFeature(0x0B).status, .success, "and A's other admin commands")
+        XCTAssertEqual(try a.admin.execute(SubmissionQueueEntry(opcode: 0x0A, commandID: 0, nsid: 1, cdw10: 0x83)).cqe.dw0, 1,
+                       "PTPL still on until the save is done")
+        let reader = open(file + ".tmp", O_RDONLY)  // the save goes on; a FIFO cannot be fsynced
+        var sink = [UInt8](repeating: 0, count: 4096)
+        _ = read(reader, &sink, sink.count)
+        XCTAssertEqual(try a.admin.wait(set).status, .internalError, "a save that failed: nothing changed")
+        close(reader)
+        unlink(file + ".tmp")
+        XCTAssertEqual(try a.admin.execute(SubmissionQueueEntry(opcode: 0x0A, commandID: 0, nsid: 1, cdw10: 0x83)).cqe.dw0, 1)
+        XCTAssertEqual(try a.setFeature(0x83, 0).status, .invalidNamespace, "Reservation Persistence is per namespace")
+        XCTAssertEqual(try a.admin.execute(SubmissionQueueEntry(opcode: 0x09, commandID: 0, nsid: 1, cdw10: 0x83, cdw11: 0)).status, .success)
+        XCTAssertEqual(try a.admin.execute(SubmissionQueueEntry(opcode: 0x0A, commandID: 0, nsid: 1, cdw10: 0x83)).cqe.dw0, 0)
+        XCTAssertEqual(try a.admin.execute(SubmissionQueueEntry(opcode: 0x09, commandID: 0, nsid: 1, cdw10: 0x83 | 1 << 31, cdw11: 1)).status,
+                       .featureNotSaveable, "refused before anything runs elsewhere")
+    }
+
     func testPersistThroughPowerLossAcrossRestart() throws {
         let (dir, settings) = try restartWithStateDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
