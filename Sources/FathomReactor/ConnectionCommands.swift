@@ -153,16 +153,9 @@ extension Connection {
             // Twice the queue depth: a slot stays busy until its response has left, which
             // can be after the host saw it and reused the command ID.
             slots.grow(to: 2 * sqsize + 1)
+            var cloneSets: [(nsid: UInt32, clones: CloneSet)] = []
             if queueID == 0 {
-                // A host's clones are created on its first connect (not its first write), so
-                // a full disk shows at once in the log rather than as I/O errors later.
-                for ns in ctrl.visibleNamespaces {
-                    if let clones = (ns.backend as? StorageNamespace)?.clones,
-                       let failed = clones.backend(for: ctrl.hostNQN) as? FailingBackend {
-                        logger.error("cannot open the clone of \(ctrl.hostNQN)", metadata: [
-                            "subsystem": "\(ctrl.subsystem.nqn)", "nsid": "\(ns.nsid)", "reason": "\(failed.reason ?? "?")"])
-                    }
-                }
+                cloneSets = ctrl.visibleNamespaces.compactMap { ns in (ns.backend as? StorageNamespace)?.clones.map { (ns.nsid, $0) } }
                 let reactor = self.reactor
                 ctrl.setEventRoute(Controller.EventRoute(
                     run: { work in reactor.post(work) },
@@ -172,7 +165,22 @@ extension Connection {
                         metadata: ["host": "\(ctrl.hostNQN)", "peer": "\(peer)", "subsystem": "\(ctrl.subsystem.nqn)",
                                    "qid": "\(queueID)", "sqsize": "\(sqsize)", "kato_ms": "\(ctrl.keepAliveTimeoutMs)",
                                    "digest": "\(digests.header ? "H" : "")\(digests.data ? "D" : "")"])
-            complete(i, CommandCompletion(status: .success, dw0: queueID == 0 ? UInt32(ctrl.id) : 0))
+            let done = CommandCompletion(status: .success, dw0: queueID == 0 ? UInt32(ctrl.id) : 0)
+            guard !cloneSets.isEmpty else { return complete(i, done) }
+            // A host's clones are created on its first connect (not its first write), so a
+            // full disk shows at once in the log rather than as I/O errors later. Creating
+            // one writes files (and reads a large map back), so it runs on a storage worker
+            // and the Connect completes once it is done.
+            let host = ctrl.hostNQN, subsystem = ctrl.subsystem.nqn, logger = self.logger
+            completeOnWorker(i, key: ObjectIdentifier(ctrl)) {
+                for (nsid, clones) in cloneSets {
+                    if let failed = clones.backend(for: host) as? FailingBackend {
+                        logger.error("cannot open the clone of \(host)", metadata: [
+                            "subsystem": "\(subsystem)", "nsid": "\(nsid)", "reason": "\(failed.reason ?? "?")"])
+                    }
+                }
+                return done
+            }
         case let .rejected(status, dw0):
             let d = ConnectData(decoding: data.baseAddress ?? UnsafeRawPointer(staging))
             logger.warning("connect refused", metadata: ["peer": "\(peer)", "host": "\(d.hostNQN)", "subsystem": "\(d.subsystemNQN)",

@@ -11,7 +11,21 @@ public final class CloneSet {
     public let base: CloneBase
     public let directory: String
     public let nsid: UInt32
-    private let clones = Mutex<[String: BlockBackend]>([:])
+    /// One entry per host, inserted under this lock; the clone itself is opened under the
+    /// entry's own lock. Opening one (files created, a large map read back) can take a while
+    /// on a slow disk, and must not hold up the other hosts' lookups meanwhile.
+    private let clones = Mutex<[String: HostClone]>([:])
+
+    private final class HostClone: Sendable {
+        /// The open clone; its lock is only held to read or set it.
+        let backend = Mutex<BlockBackend?>(nil)
+        /// Held while the clone is opened, so it is opened once.
+        let opening = Mutex<Void>(())
+    }
+
+    /// Called on the opening thread just before a host's clone is opened: tests hold an
+    /// opening here to stand for a slow disk.
+    let willOpen = Mutex<(@Sendable (String) -> Void)?>(nil)
     /// Geometry for the subsystem model; never used for I/O (each host has its own backend).
     public let template: BlockBackend
 
@@ -49,23 +63,36 @@ public final class CloneSet {
             return FailingBackend(blockCount: template.blockCount, blockSizeShift: template.blockSizeShift, error: EIO,
                                   reason: "the host connected without a host NQN; clones are kept per host NQN")
         }
-        return clones.withLock { map in
-            if let b = map[host] { return b }
-            let b: BlockBackend
-            do {
-                b = try CloneBackend(base: base, host: host, overlayPath: overlayPath(for: host))
-            } catch {
-                b = FailingBackend(blockCount: template.blockCount, blockSizeShift: template.blockSizeShift, error: EIO,
-                                   reason: "\(error)")
-            }
-            map[host] = b
-            return b
+        let entry = clones.withLock { map in
+            if let e = map[host] { return e }
+            let e = HostClone()
+            map[host] = e
+            return e
         }
+        if let b = entry.backend.withLock({ $0 }) { return b }
+        return entry.opening.withLock { _ in
+            if let b = entry.backend.withLock({ $0 }) { return b }
+            willOpen.withLock { $0 }?(host)
+            let opened: BlockBackend
+            do {
+                opened = try CloneBackend(base: base, host: host, overlayPath: overlayPath(for: host))
+            } catch {
+                opened = FailingBackend(blockCount: template.blockCount, blockSizeShift: template.blockSizeShift, error: EIO,
+                                        reason: "\(error)")
+            }
+            entry.backend.withLock { $0 = opened }
+            return opened
+        }
+    }
+
+    /// The host's clone if it is open (nil while another thread is still opening it).
+    private func openClone(_ host: String) -> BlockBackend? {
+        clones.withLock { $0[host] }?.backend.withLock { $0 }
     }
 
     /// Blocks `host`'s clone holds (0 for a host with no open clone).
     public func writtenBlocks(host: String) -> UInt64 {
-        clones.withLock { $0[host] }.map { $0.allocatedBlocks() } ?? 0
+        openClone(host)?.allocatedBlocks() ?? 0
     }
 
     public struct CloneInfo: Sendable {
@@ -79,7 +106,8 @@ public final class CloneSet {
     /// Every clone on disk or open: host, overlay, bytes written.
     public func list() -> [CloneInfo] {
         var out: [String: CloneInfo] = [:]
-        for (host, b) in clones.withLock({ $0 }) {
+        for host in clones.withLock({ Array($0.keys) }) {
+            guard let b = openClone(host) else { continue }
             if let c = b as? CloneBackend {
                 out[host] = CloneInfo(host: host, overlay: c.overlayPath, writtenBytes: c.writtenBytes, open: true)
             } else if let f = b as? FailingBackend {
@@ -107,7 +135,7 @@ public final class CloneSet {
     /// on its next connect either way). The caller makes sure the host is not connected.
     public func reset(host: String, delete: Bool) throws {
         let path = overlayPath(for: host)
-        let open = clones.withLock { $0.removeValue(forKey: host) }
+        let open = clones.withLock { $0.removeValue(forKey: host) }.flatMap { e in e.opening.withLock { _ in e.backend.withLock { $0 } } }
         guard open != nil || access(path + ".map", F_OK) == 0 else {
             throw StorageError(path: path, errno: ENOENT, action: "no clone of \(host) at")
         }
