@@ -49,7 +49,11 @@ final class PerfWorker {
         recvCapacity = max(1 << 20, 4 * (workload.ioSize + 256))
         recvBuffer = .allocate(byteCount: recvCapacity, alignment: 64)
         writeData = .allocate(byteCount: workload.ioSize, alignment: 4096)
-        writeData.initializeMemory(as: UInt8.self, repeating: 0x5A, count: workload.ioSize)
+        // Random bytes, made once (fio's default too): storage that compresses or spots
+        // repeated pages (zram, some SSDs) must not be handed an easier write than fio's.
+        var fill = FastRandom(seed: seed ^ 0x9E37_79B9_7F4A_7C15)
+        for word in 0..<(workload.ioSize / 8) { writeData.storeBytes(of: fill.next(), toByteOffset: word * 8, as: UInt64.self) }
+        writeData.advanced(by: workload.ioSize & ~7).initializeMemory(as: UInt8.self, repeating: 0x5A, count: workload.ioSize & 7)
         startNs = Array(repeating: 0, count: workload.queueDepth + 1)
         lbaOf = Array(repeating: 0, count: workload.queueDepth + 1)
         isWrite = Array(repeating: false, count: workload.queueDepth + 1)
