@@ -49,7 +49,8 @@ final class PerfWorker {
         recvCapacity = max(1 << 20, 4 * (workload.ioSize + 256))
         recvBuffer = .allocate(byteCount: recvCapacity, alignment: 64)
         writeData = .allocate(byteCount: workload.ioSize, alignment: 4096)
-        // Random bytes, made once (fio's default too): storage that compresses or spots
+        // Random bytes, made once, the same in every write (what fio writes with
+        // --scramble_buffers=0, as benchmark.sh runs it): storage that compresses or spots
         // repeated pages (zram, some SSDs) must not be handed an easier write than fio's.
         var fill = FastRandom(seed: seed ^ 0x9E37_79B9_7F4A_7C15)
         for word in 0..<(workload.ioSize / 8) { writeData.storeBytes(of: fill.next(), toByteOffset: word * 8, as: UInt64.self) }
