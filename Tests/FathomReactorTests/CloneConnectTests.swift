@@ -94,4 +94,44 @@ final class CloneConnectTests: XCTestCase {
         try host.write(lba: 0, data: pattern(512, seed: 3))
         XCTAssertEqual(try host.read(lba: 0, blocks: 1), pattern(512, seed: 3))
     }
+
+    /// A host that goes away while its Connect waits for its clone: the late result is
+    /// dropped, its controller is torn down once the worker is done, the other host is
+    /// untouched, and the host can connect again.
+    func testAHostThatLeavesWhileItsCloneOpensIsTornDownCleanly() throws {
+        let b = try connect(hostB, queues: 1)
+        let entered = DispatchSemaphore(value: 0), gate = self.gate, slowHost = hostA
+        clones.willOpen.withLock { $0 = { host in
+            guard host == slowHost else { return }
+            entered.signal()
+            gate.wait()
+        } }
+        var admin: QueuePair? = try QueuePair(host: "127.0.0.1", port: server.boundPorts[0], queueID: 0)
+        _ = try admin!.submit(SubmissionQueueEntry(opcode: 0x7F, commandID: 0, nsid: 1, cdw11: 31, cdw12: 5000),
+                              write: connectData(host: hostA))
+        XCTAssertEqual(entered.wait(timeout: .now() + 5), .success, "A's clone is being opened")
+        XCTAssertEqual(server.target.controllerCount, 2)
+        admin = nil  // the socket closes with the Connect still waiting
+        usleep(100_000)
+        XCTAssertEqual(try b.read(lba: 0, blocks: 8), Array(base[0..<4096]))
+        gate.signal()
+        var left = 50
+        while server.target.controllerCount != 1 && left > 0 { usleep(100_000); left -= 1 }
+        XCTAssertEqual(server.target.controllerCount, 1, "A's controller is gone, B's is not")
+        clones.willOpen.withLock { $0 = nil }
+        let a = try connect(hostA, queues: 1)
+        XCTAssertEqual(try a.read(lba: 0, blocks: 8), Array(base[0..<4096]))
+        XCTAssertEqual(try b.read(lba: 0, blocks: 8), Array(base[0..<4096]))
+    }
+
+    /// Connect data (NVMe-oF 1.1, Figure 20) for `host`, asking for a new controller.
+    private func connectData(host: String) -> [UInt8] {
+        var d = [UInt8](repeating: 0, count: 1024)
+        for k in 0..<16 { d[k] = UInt8(0xA0 + k) }  // host identifier
+        d[16] = 0xFF
+        d[17] = 0xFF
+        for (k, c) in nqn.utf8.enumerated() { d[256 + k] = c }
+        for (k, c) in host.utf8.enumerated() { d[512 + k] = c }
+        return d
+    }
 }

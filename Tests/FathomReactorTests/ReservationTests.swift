@@ -130,31 +130,46 @@ final class ReservationTests: XCTestCase {
 
     private func c_identifyRescap(_ c: HostController) throws -> UInt8 { try c.identify(cns: 0, nsid: 1)[31] }
 
-    /// A reservation change kept through power loss writes and syncs a file before it
-    /// completes. That runs on a storage worker: with one reactor serving both hosts, another
-    /// host's I/O goes on while the save waits (its temporary file is made a FIFO, so it blocks
-    /// until the test reads it), and the command completes afterwards with the save's outcome.
-    func testAPersistedReservationChangeStallsNoOtherHost() throws {
+    /// One reactor; hosts A and B connected, A registered with Persist Through Power Loss on,
+    /// and the state file's next save made to wait: its temporary file is a FIFO, so the save
+    /// blocks in `open` until `letTheSaveGoOn` opens the other end.
+    private func registeredWithTheNextSaveWaiting() throws -> (dir: String, a: HostController, b: HostController, fifo: String) {
         let (dir, _) = try restartWithStateDirectory(reactors: 1)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
         let a = try host(hostA), b = try host(hostB)
         XCTAssertEqual(try a.reservationRegister(action: 0, newKey: 0x77, changePTPL: 3), .success)
         let file = dir + "/reservations-00112233445566778899aabbccddeeff"
         XCTAssertTrue(FileManager.default.fileExists(atPath: file), "PTPL state saved")
         XCTAssertEqual(mkfifo(file + ".tmp", 0o600), 0)
+        return (dir, a, b, file + ".tmp")
+    }
+
+    /// Lets the waiting save write into the FIFO; it then fails (a FIFO cannot be fsynced).
+    /// Returns the reading end, for the caller to close once the command has completed.
+    private func letTheSaveGoOn(_ fifo: String) -> Int32 {
+        let reader = open(fifo, O_RDONLY)
+        var sink = [UInt8](repeating: 0, count: 4096)
+        _ = read(reader, &sink, sink.count)
+        return reader
+    }
+
+    /// A reservation change kept through power loss writes and syncs a file before it
+    /// completes. That runs on a storage worker: with one reactor serving both hosts, another
+    /// host's I/O goes on while the save waits (its temporary file is made a FIFO, so it blocks
+    /// until the test reads it), and the command completes afterwards with the save's outcome.
+    func testAPersistedReservationChangeStallsNoOtherHost() throws {
+        let (dir, a, b, fifo) = try registeredWithTheNextSaveWaiting()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         var keys = [UInt8](repeating: 0, count: 16)
         keys.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(0x77).littleEndian, as: UInt64.self) }
         let acquire = try a.ioQueues[0].submit(SubmissionQueueEntry(opcode: 0x11, commandID: 0, nsid: 1, cdw10: 2 << 8), write: keys)
         usleep(200_000)
         XCTAssertEqual(try writeStatus(b), .success, "B's I/O is served while A's save waits (nothing held yet)")
         XCTAssertEqual(try readStatus(b), .success)
-        let reader = open(file + ".tmp", O_RDONLY)  // the save goes on; a FIFO cannot be fsynced
-        var sink = [UInt8](repeating: 0, count: 4096)
-        _ = read(reader, &sink, sink.count)
+        let reader = letTheSaveGoOn(fifo)
         XCTAssertEqual(try a.ioQueues[0].wait(acquire).status, .internalError, "a save that failed: nothing changed")
         close(reader)
         XCTAssertEqual(try writeStatus(b), .success)
-        unlink(file + ".tmp")
+        unlink(fifo)
         XCTAssertEqual(try a.reservationAcquire(action: 0, type: 2, currentKey: 0x77), .success)
         XCTAssertEqual(try writeStatus(b), .reservationConflict)
     }
@@ -163,12 +178,8 @@ final class ReservationTests: XCTestCase {
     /// completes from a storage worker, so while its save waits, the other host's I/O, the
     /// same host's I/O and its admin queue's other commands are all served.
     func testSettingReservationPersistenceStallsNothingElse() throws {
-        let (dir, _) = try restartWithStateDirectory(reactors: 1)
+        let (dir, a, b, fifo) = try registeredWithTheNextSaveWaiting()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let a = try host(hostA), b = try host(hostB)
-        XCTAssertEqual(try a.reservationRegister(action: 0, newKey: 0x77, changePTPL: 3), .success)
-        let file = dir + "/reservations-00112233445566778899aabbccddeeff"
-        XCTAssertEqual(mkfifo(file + ".tmp", 0o600), 0)
         // PTPL off: the state leaves power-loss persistence, which saves the file once more.
         let set = try a.admin.submit(SubmissionQueueEntry(opcode: 0x09, commandID: 0, nsid: 1, cdw10: 0x83, cdw11: 0))
         usleep(200_000)
@@ -177,12 +188,10 @@ final class ReservationTests: XCTestCase {
         XCTAssertEqual(try a.getFeature(0x0B).status, .success, "and A's other admin commands")
         XCTAssertEqual(try a.admin.execute(SubmissionQueueEntry(opcode: 0x0A, commandID: 0, nsid: 1, cdw10: 0x83)).cqe.dw0, 1,
                        "PTPL still on until the save is done")
-        let reader = open(file + ".tmp", O_RDONLY)  // the save goes on; a FIFO cannot be fsynced
-        var sink = [UInt8](repeating: 0, count: 4096)
-        _ = read(reader, &sink, sink.count)
+        let reader = letTheSaveGoOn(fifo)
         XCTAssertEqual(try a.admin.wait(set).status, .internalError, "a save that failed: nothing changed")
         close(reader)
-        unlink(file + ".tmp")
+        unlink(fifo)
         XCTAssertEqual(try a.admin.execute(SubmissionQueueEntry(opcode: 0x0A, commandID: 0, nsid: 1, cdw10: 0x83)).cqe.dw0, 1)
         XCTAssertEqual(try a.setFeature(0x83, 0).status, .invalidNamespace, "Reservation Persistence is per namespace")
         XCTAssertEqual(try a.admin.execute(SubmissionQueueEntry(opcode: 0x09, commandID: 0, nsid: 1, cdw10: 0x83, cdw11: 0)).status, .success)
