@@ -44,6 +44,7 @@ final class CloneConnectTests: XCTestCase {
     override func tearDown() {
         for _ in 0..<4 { gate.signal() }
         server.stop()
+        server = nil
         try? FileManager.default.removeItem(atPath: directory)
     }
 
