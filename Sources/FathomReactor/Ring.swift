@@ -40,6 +40,11 @@ final class Ring {
             ring.deallocate()
             throw RingError(errno: -rc)
         }
+        // The ring's own descriptor registered with the kernel (5.18+): each io_uring_enter
+        // then skips looking the descriptor up and taking a reference on it, which a
+        // multi-threaded process (reactors, storage workers) otherwise pays on every wait.
+        // Only this thread may use the registration, and only this thread enters the ring.
+        registeredRingDescriptor = io_uring_register_ring_fd(ring) == 1
         if io_uring_register_files_sparse(ring, UInt32(Self.fixedFileTableSize)) == 0 {
             fixedFileSlots = Self.fixedFileTableSize
         }
@@ -49,6 +54,7 @@ final class Ring {
     }
 
     static let fixedFileTableSize = 4096
+    private(set) var registeredRingDescriptor = false
 
     /// Registered-buffer table (sparse, filled a slab at a time by the buffer pool): storage
     /// reads and writes of pool buffers then go as READ_FIXED / WRITE_FIXED, and the kernel
@@ -118,6 +124,7 @@ final class Ring {
     func features(zeroCopySend: ZeroCopySendPolicy, receive: ReceiveMode) -> String {
         var used = [deferredTaskRun ? "SINGLE_ISSUER+DEFER_TASKRUN" : "plain ring (no SINGLE_ISSUER/DEFER_TASKRUN)"]
         used.append(fixedFileSlots > 0 ? "registered socket files (\(fixedFileSlots) slots)" : "plain socket descriptors (no registered files)")
+        used.append(registeredRingDescriptor ? "registered ring descriptor" : "plain ring descriptor (no registered ring fd)")
         used.append(fixedBufferSlots > 0 ? "registered buffers for storage I/O of pool buffers" : "plain buffers (no registered buffers)")
         var unused: [String] = []
         if supportsBufferRings {
