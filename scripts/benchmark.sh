@@ -16,7 +16,8 @@
 # Workloads: 4 KiB random read QD32, 128 KiB sequential read QD32, 4 KiB random read QD1,
 # 4 KiB random write QD32.
 #
-# --direct measures only the O_DIRECT rows (4 KiB random read and write at QD32, read at QD1),
+# --direct measures only the O_DIRECT rows (4 KiB random reads at QD32, QD128 and QD1, writes
+# at QD32, 128 KiB sequential reads),
 # each twice: as above, and with every vCPU kept busy by a SCHED_IDLE spinner (it takes only
 # time nothing else wants). On a VM the virtual disk's speed depends on what the guest's vCPUs
 # leave idle, and fio alone leaves one vCPU idle where a target and its load generator cannot;
